@@ -1,0 +1,62 @@
+//! The gRPC edge: one file per service. Each handler decodes and validates its request
+//! into domain values, calls the domain, and encodes the answer. No SQL and no business
+//! rules live here.
+
+pub mod audit_log;
+pub mod authentication_methods;
+pub mod convert;
+pub mod customers;
+pub mod paging;
+pub mod status;
+pub mod users;
+pub mod validate;
+
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::DatabaseConnection;
+use tonic::{Request, Status};
+
+use crate::{auth, domain::Caller};
+use paging::PageTokens;
+
+/// What every service shares: the database and the page-token key. Nothing else:
+/// the service keeps no state between requests that the database does not hold.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database pool.
+    pub db: DatabaseConnection,
+    /// Seals page tokens.
+    pub page_tokens: PageTokens,
+    /// How long a summarized reset can be confirmed.
+    pub reset_ttl: Duration,
+}
+
+/// Shared handle to [`AppState`].
+pub type State = Arc<AppState>;
+
+/// The header the request id travels in, both ways.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The authenticated caller of a request, with its request id.
+pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let principal = auth::principal(request)?;
+    let request_id = request
+        .metadata()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    Ok(Caller {
+        subject: principal.subject().to_string(),
+        request_id,
+    })
+}
+
+/// Records the selected customer ids on the call's span (ids only, never contact data).
+pub fn record_customers(ids: &[impl std::fmt::Display]) {
+    let joined = ids
+        .iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing::Span::current().record("customer_ids", joined.as_str());
+}

@@ -1,0 +1,182 @@
+//! The subcommands: `serve`, `migrate`, `token`, and the operator's role management
+//! (`grant`, `revoke`, `roles`), which work on the database directly, the way
+//! `kubectl create rolebinding` does, so a fresh install is usable without SQL.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+
+use crate::{
+    auth::{ServerSecret, mint_dev_token},
+    config::{Cli, Command, CommonArgs, RoleArgs, Settings},
+    demo,
+    domain::{ids::CustomerId, model::Role},
+    server::{Application, shutdown_signal},
+    store,
+    telemetry::{self, TelemetrySettings},
+};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let otlp_endpoint = match &cli.command {
+        Command::Serve(serve) => serve.otlp_endpoint.clone(),
+        _ => None,
+    };
+    let (subscriber, guard) = telemetry::get_subscriber(
+        &TelemetrySettings {
+            log_format: cli.common.log_format,
+            log_filter: cli.common.log.clone(),
+            otlp_endpoint,
+            service_name: "mfa-reset".into(),
+        },
+        std::io::stderr,
+    )?;
+    telemetry::init_subscriber(subscriber)?;
+    let result = match cli.command {
+        Command::Serve(serve) => {
+            let settings = Settings::from_args(&cli.common, &serve);
+            let app = Application::build(settings).await?;
+            if serve.demo {
+                let seeded = demo::seed(app.db()).await.context("seeding demo data")?;
+                print_demo_help(&cli.common, &seeded, app.local_addr()?)?;
+            }
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let db = open(&cli.common).await?;
+            store::migrate(&db).await.context("migrating")?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Token(args) => {
+            let secret = ServerSecret::load_or_create(&cli.common.secret_file())?;
+            let token = mint_dev_token(
+                &secret,
+                &args.subject,
+                Duration::from_secs(args.ttl_secs),
+                &cli.common.jwt_issuer,
+                &cli.common.jwt_audience,
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Grant(args) => change_role(&cli.common, &args, true).await,
+        Command::Revoke(args) => change_role(&cli.common, &args, false).await,
+        Command::Roles(args) => {
+            let db = open(&cli.common).await?;
+            let assignments = store::roles::list(&db, args.subject.as_deref()).await?;
+            println!("{:<32} {:<38} ROLE", "SUBJECT", "CUSTOMER");
+            for a in assignments {
+                let customer = a
+                    .customer_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_else(|| "*".into());
+                println!("{:<32} {:<38} {}", a.subject, customer, a.role);
+            }
+            Ok(())
+        }
+    };
+    // Flush exported spans before the process ends (blocking: off the async workers).
+    let _ = tokio::task::spawn_blocking(move || guard.shutdown()).await;
+    result
+}
+
+/// Opens and migrates the database, for the operator subcommands.
+async fn open(common: &CommonArgs) -> anyhow::Result<DatabaseConnection> {
+    let db = store::connect(&common.database_url())
+        .await
+        .context("connecting to the database")?;
+    store::migrate(&db)
+        .await
+        .context("migrating the database")?;
+    Ok(db)
+}
+
+async fn change_role(common: &CommonArgs, args: &RoleArgs, grant: bool) -> anyhow::Result<()> {
+    let Some(role) = Role::parse(&args.role.to_ascii_uppercase()) else {
+        bail!(
+            "unknown role {:?}; use one of {}",
+            args.role,
+            Role::ALL
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    if args.subject.trim().is_empty() {
+        bail!("--subject must not be empty");
+    }
+    let customer: Option<Uuid> = match args.customer.as_str() {
+        "*" => None,
+        text => Some(
+            CustomerId::parse(text)
+                .with_context(|| format!("--customer must be a customer id or *, not {text:?}"))?
+                .uuid(),
+        ),
+    };
+    let db = open(common).await?;
+    if let Some(id) = customer {
+        if store::customers::find(&db, id).await?.is_none() {
+            bail!("no customer {id}");
+        }
+    }
+    let changed = if grant {
+        store::roles::grant(&db, &args.subject, customer, role.as_str()).await?
+    } else {
+        store::roles::revoke(&db, &args.subject, customer, role.as_str()).await?
+    };
+    let verb = if grant { "granted" } else { "revoked" };
+    let state = if changed {
+        verb.to_string()
+    } else {
+        format!("already {verb}; nothing changed")
+    };
+    println!("{} {} on {}: {state}", args.subject, role, args.customer);
+    Ok(())
+}
+
+fn print_demo_help(
+    common: &CommonArgs,
+    seeded: &demo::Seeded,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let secret = ServerSecret::load_or_create(&common.secret_file())?;
+    let token = mint_dev_token(
+        &secret,
+        demo::DEMO_ADMIN,
+        Duration::from_secs(8 * 3600),
+        &common.jwt_issuer,
+        &common.jwt_audience,
+    )?;
+    let ids = |names: &[&str]| {
+        names
+            .iter()
+            .filter_map(|n| seeded.customer_id(n))
+            .map(|id| format!("\"{id}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let two = ids(&[demo::NORTHWIND, demo::CONTOSO]);
+    let three = ids(&[demo::NORTHWIND, demo::CONTOSO, demo::FABRIKAM]);
+    println!(
+        r#"
+Demo data is ready. Principal `{admin}` holds PRIVILEGED_AUTHENTICATION_ADMIN in {n},
+AUTHENTICATION_ADMIN in {c}, READER in {f}, and nothing in {t}.
+
+export TOKEN={token}
+
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" {addr} mfareset.v1.Customers/ListCustomers
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"customer_ids":[{two}],"page_size":5}}' {addr} mfareset.v1.Users/ListUsers
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"customer_ids":[{three}]}}' {addr} mfareset.v1.Customers/DescribeSelection
+"#,
+        admin = demo::DEMO_ADMIN,
+        n = demo::NORTHWIND,
+        c = demo::CONTOSO,
+        f = demo::FABRIKAM,
+        t = demo::TAILSPIN,
+    );
+    Ok(())
+}

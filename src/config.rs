@@ -1,0 +1,259 @@
+//! Every setting of the service: its flag, its `MFA_RESET_*` environment variable and
+//! its default, in one place. `main` parses the command line into [`Cli`]; tests build
+//! [`Settings`] directly and start the server exactly as `main` does.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{auth::AuthSettings, telemetry::LogFormat};
+
+/// The `mfa-reset` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mfa-reset",
+    version,
+    about = "gRPC service for multi-tenant MFA administration"
+)]
+pub struct Cli {
+    /// Settings every subcommand shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings shared by every subcommand: where the data lives, how tokens look, how to log.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Directory for the embedded SQLite database and the generated token secret.
+    #[arg(
+        long,
+        env = "MFA_RESET_DATA_DIR",
+        default_value = "./mfa-reset-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Database URL: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: a SQLite
+    /// file `mfa-reset.db` in the data directory, created on first start.
+    #[arg(long, env = "MFA_RESET_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// File holding the server secret (HS256 tokens, page-token encryption); created with
+    /// mode 0600 when missing. Replicas behind one load balancer must share it.
+    /// Default: `secret.key` in the data directory.
+    #[arg(long, env = "MFA_RESET_SECRET_FILE", global = true)]
+    pub secret_file: Option<PathBuf>,
+    /// Expected (and, for `token`, minted) JWT issuer (`iss`).
+    #[arg(
+        long,
+        env = "MFA_RESET_JWT_ISSUER",
+        default_value = "mfa-reset",
+        global = true
+    )]
+    pub jwt_issuer: String,
+    /// Expected (and, for `token`, minted) JWT audience (`aud`).
+    #[arg(
+        long,
+        env = "MFA_RESET_JWT_AUDIENCE",
+        default_value = "mfa-reset",
+        global = true
+    )]
+    pub jwt_audience: String,
+    /// Log format.
+    #[arg(
+        long,
+        env = "MFA_RESET_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Log filter in `RUST_LOG` syntax; `RUST_LOG` itself wins when set.
+    #[arg(long, env = "MFA_RESET_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+impl CommonArgs {
+    /// The database URL in effect: the flag, or the SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("mfa-reset.db").display()),
+        }
+    }
+
+    /// The server secret file in effect.
+    pub fn secret_file(&self) -> PathBuf {
+        self.secret_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secret.key"))
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server (migrates the database first).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Mint a development token (HS256, signed with the local server secret).
+    Token(TokenArgs),
+    /// Give a principal a role in one customer, or in every customer (`*`).
+    Grant(RoleArgs),
+    /// Take a role away from a principal.
+    Revoke(RoleArgs),
+    /// List role assignments.
+    Roles(RolesArgs),
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MFA_RESET_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Seed demo customers, users and roles (idempotent) and print a token for `demo-admin`.
+    #[arg(long, env = "MFA_RESET_DEMO")]
+    pub demo: bool,
+    /// PEM public key (RSA, EC P-256 or Ed25519) to verify tokens with; repeatable.
+    /// Setting any key (or a JWKS file) turns HS256 off.
+    #[arg(
+        long = "jwt-public-key",
+        env = "MFA_RESET_JWT_PUBLIC_KEYS",
+        value_delimiter = ','
+    )]
+    pub jwt_public_keys: Vec<PathBuf>,
+    /// JWKS file whose keys verify tokens, selected by `kid`. Turns HS256 off.
+    #[arg(long, env = "MFA_RESET_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
+    #[arg(long, env = "MFA_RESET_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+    /// OTLP/gRPC endpoint to export traces to (e.g. `http://127.0.0.1:4317`); off when unset.
+    #[arg(long, env = "MFA_RESET_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Deadline of one call, in seconds, unless the client's `grpc-timeout` is shorter.
+    #[arg(long, env = "MFA_RESET_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Calls served at once across all connections; more wait for a slot.
+    #[arg(long, env = "MFA_RESET_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub max_concurrent_requests: usize,
+    /// Largest request or response message, in bytes.
+    #[arg(long, env = "MFA_RESET_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// On SIGINT/SIGTERM, how long in-flight calls may take to finish, in seconds.
+    #[arg(long, env = "MFA_RESET_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    /// How long a summarized MFA reset can be confirmed, in seconds.
+    #[arg(long, env = "MFA_RESET_RESET_TTL_SECS", default_value_t = 15 * 60)]
+    pub reset_ttl_secs: u64,
+    /// Largest database connection pool.
+    #[arg(long, env = "MFA_RESET_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+}
+
+/// Flags of `token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The principal (`sub`) the token speaks for.
+    #[arg(long)]
+    pub subject: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 8 * 3600)]
+    pub ttl_secs: u64,
+}
+
+/// Flags of `grant` and `revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct RoleArgs {
+    /// The principal (`sub`).
+    #[arg(long)]
+    pub subject: String,
+    /// A customer id, or `*` for every customer, present and future.
+    #[arg(long)]
+    pub customer: String,
+    /// READER, AUTHENTICATION_ADMIN, PRIVILEGED_AUTHENTICATION_ADMIN or PROVISIONER.
+    #[arg(long)]
+    pub role: String,
+}
+
+/// Flags of `roles`.
+#[derive(Debug, Clone, Args)]
+pub struct RolesArgs {
+    /// Only this principal's assignments.
+    #[arg(long)]
+    pub subject: Option<String>,
+}
+
+/// Everything the server needs, resolved from the command line (or built by tests).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Largest database connection pool.
+    pub db_max_connections: u32,
+    /// Server secret file.
+    pub secret_file: PathBuf,
+    /// Token verification.
+    pub auth: AuthSettings,
+    /// Deadline of one call.
+    pub request_timeout: Duration,
+    /// Calls served at once.
+    pub max_concurrent_requests: usize,
+    /// Largest message, in bytes.
+    pub max_message_bytes: usize,
+    /// Grace period for in-flight calls at shutdown.
+    pub shutdown_grace: Duration,
+    /// How long a summarized reset can be confirmed.
+    pub reset_ttl: Duration,
+}
+
+impl Settings {
+    /// Resolves the server settings from the command line.
+    pub fn from_args(common: &CommonArgs, serve: &ServeArgs) -> Self {
+        Settings {
+            listen: serve.listen,
+            database_url: common.database_url(),
+            db_max_connections: serve.db_max_connections,
+            secret_file: common.secret_file(),
+            auth: AuthSettings {
+                issuer: common.jwt_issuer.clone(),
+                audience: common.jwt_audience.clone(),
+                public_key_files: serve.jwt_public_keys.clone(),
+                jwks_file: serve.jwks_file.clone(),
+                leeway_seconds: serve.jwt_leeway_secs,
+            },
+            request_timeout: Duration::from_secs(serve.request_timeout_secs),
+            max_concurrent_requests: serve.max_concurrent_requests,
+            max_message_bytes: serve.max_message_bytes,
+            shutdown_grace: Duration::from_secs(serve.shutdown_grace_secs),
+            reset_ttl: Duration::from_secs(serve.reset_ttl_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_put_sqlite_and_secret_in_the_data_dir() {
+        let cli = Cli::parse_from(["mfa-reset", "--data-dir", "/tmp/x", "serve"]);
+        assert_eq!(cli.common.database_url(), "sqlite:///tmp/x/mfa-reset.db");
+        assert_eq!(cli.common.secret_file(), PathBuf::from("/tmp/x/secret.key"));
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(serve.listen.to_string(), "127.0.0.1:50051");
+    }
+}

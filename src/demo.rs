@@ -1,0 +1,249 @@
+//! Demo data for `serve --demo`: four customers with different settings, about sixty
+//! users with methods of every kind and scope, and principal `demo-admin` with a
+//! different role in each of three customers and none in the fourth.
+//!
+//! Seeding is idempotent: customers are found by name and users by e-mail, and only
+//! what is missing is inserted, in one transaction. Demo rows are written through the
+//! store directly (they are fixtures, not changes anyone made), so they carry no audit
+//! events.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use crate::{
+    domain::model::{MethodKind, MethodScope, MfaPolicy, Role},
+    store::{
+        self,
+        entities::{authentication_methods, customers, users},
+    },
+};
+
+/// The demo principal.
+pub const DEMO_ADMIN: &str = "demo-admin";
+/// Enforced MFA, hardware OATH enabled; `demo-admin` is PRIVILEGED here.
+pub const NORTHWIND: &str = "Northwind Health";
+/// Optional MFA; `demo-admin` is AUTHENTICATION_ADMIN here.
+pub const CONTOSO: &str = "Contoso Retail";
+/// Enforced MFA without hardware OATH; `demo-admin` is READER here.
+pub const FABRIKAM: &str = "Fabrikam Logistics";
+/// Optional MFA; `demo-admin` has no role here.
+pub const TAILSPIN: &str = "Tailspin Travel";
+
+const FIRST_NAMES: [&str; 20] = [
+    "Ada", "Bruno", "Chloe", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Keira",
+    "Luis", "Maya", "Nils", "Olga", "Priya", "Quentin", "Rosa", "Sven", "Tariq",
+];
+const LAST_NAMES: [&str; 7] = [
+    "Lovelace", "Okafor", "Nguyen", "Ivanova", "Schmidt", "Haddad", "Tanaka",
+];
+
+struct DemoCustomer {
+    name: &'static str,
+    policy: MfaPolicy,
+    kinds: &'static [MethodKind],
+    users: usize,
+    demo_admin_role: Option<Role>,
+}
+
+const ALL_KINDS: &[MethodKind] = MethodKind::ALL;
+const WITHOUT_HARDWARE: &[MethodKind] = &[
+    MethodKind::Phone,
+    MethodKind::AuthenticatorApp,
+    MethodKind::SoftwareOath,
+    MethodKind::Email,
+    MethodKind::Fido2,
+    MethodKind::RecoveryCodes,
+];
+
+const CUSTOMERS: [DemoCustomer; 4] = [
+    DemoCustomer {
+        name: NORTHWIND,
+        policy: MfaPolicy::Enforced,
+        kinds: ALL_KINDS,
+        users: 20,
+        demo_admin_role: Some(Role::PrivilegedAuthenticationAdmin),
+    },
+    DemoCustomer {
+        name: CONTOSO,
+        policy: MfaPolicy::Optional,
+        kinds: WITHOUT_HARDWARE,
+        users: 18,
+        demo_admin_role: Some(Role::AuthenticationAdmin),
+    },
+    DemoCustomer {
+        name: FABRIKAM,
+        policy: MfaPolicy::Enforced,
+        kinds: WITHOUT_HARDWARE,
+        users: 16,
+        demo_admin_role: Some(Role::Reader),
+    },
+    DemoCustomer {
+        name: TAILSPIN,
+        policy: MfaPolicy::Optional,
+        kinds: WITHOUT_HARDWARE,
+        users: 8,
+        demo_admin_role: None,
+    },
+];
+
+/// What the seed left in the database: the demo customers' ids by name.
+#[derive(Clone, Debug, Default)]
+pub struct Seeded {
+    customers: HashMap<&'static str, Uuid>,
+}
+
+impl Seeded {
+    /// The id of a demo customer.
+    pub fn customer_id(&self, name: &str) -> Option<Uuid> {
+        self.customers.get(name).copied()
+    }
+}
+
+/// Seeds the demo data; safe to run any number of times.
+pub async fn seed(db: &DatabaseConnection) -> anyhow::Result<Seeded> {
+    let txn = store::begin_write(db).await?;
+    let now = crate::domain::now();
+    let mut seeded = Seeded::default();
+    for spec in &CUSTOMERS {
+        let customer = match store::customers::find_by_name(&txn, spec.name).await? {
+            Some(existing) => existing,
+            None => {
+                store::customers::insert(
+                    &txn,
+                    customers::Model {
+                        id: Uuid::now_v7(),
+                        name: spec.name.to_string(),
+                        mfa_policy: spec.policy.as_str().to_string(),
+                        enabled_method_kinds: MethodKind::format_list(spec.kinds),
+                        created_at: now,
+                        updated_at: now,
+                    },
+                )
+                .await?
+            }
+        };
+        seeded.customers.insert(spec.name, customer.id);
+        if let Some(role) = spec.demo_admin_role {
+            store::roles::grant(&txn, DEMO_ADMIN, Some(customer.id), role.as_str()).await?;
+        }
+        seed_users(&txn, spec, customer.id, now).await?;
+    }
+    txn.commit().await?;
+    Ok(seeded)
+}
+
+async fn seed_users(
+    txn: &impl sea_orm::ConnectionTrait,
+    spec: &DemoCustomer,
+    customer_id: Uuid,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let domain = spec
+        .name
+        .split(' ')
+        .next()
+        .unwrap_or("example")
+        .to_lowercase();
+    let existing: Vec<String> = users::Entity::find()
+        .filter(users::Column::CustomerId.eq(customer_id))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|u| u.email)
+        .collect();
+    for i in 0..spec.users {
+        let first = FIRST_NAMES[i % FIRST_NAMES.len()];
+        let last = LAST_NAMES[(i * 3 + spec.users) % LAST_NAMES.len()];
+        // The first Northwind user is demo-admin themself: an admin the demo cannot reset (SELF).
+        let is_self = spec.name == NORTHWIND && i == 0;
+        let (display_name, email, external_subject) = if is_self {
+            (
+                "Demo Admin".to_string(),
+                format!("demo.admin@{domain}.example"),
+                Some(DEMO_ADMIN.to_string()),
+            )
+        } else {
+            let email = format!(
+                "{}.{}@{domain}.example",
+                first.to_lowercase(),
+                last.to_lowercase()
+            );
+            (
+                format!("{first} {last}"),
+                email,
+                Some(format!("{domain}|{:04}", i)),
+            )
+        };
+        if existing.contains(&email) {
+            continue;
+        }
+        let user = store::users::insert(
+            txn,
+            users::Model {
+                id: Uuid::now_v7(),
+                customer_id,
+                external_subject,
+                display_name_folded: display_name.to_lowercase(),
+                display_name,
+                email: email.clone(),
+                is_admin: is_self || i % 6 == 1,
+                mfa_registration_required: false,
+                mfa_reset_at: None,
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .await?;
+        // Every fifth user has no MFA; the others get one to three methods, of every
+        // kind the customer enables, some org-level where MFA is enforced.
+        if i % 5 == 4 {
+            continue;
+        }
+        let count = 1 + i % 3;
+        for m in 0..count {
+            let kind = spec.kinds[(i + m * 2) % spec.kinds.len()];
+            let scope = if spec.policy == MfaPolicy::Enforced && m == 0 {
+                MethodScope::Org
+            } else {
+                MethodScope::User
+            };
+            store::methods::insert(
+                txn,
+                authentication_methods::Model {
+                    id: Uuid::now_v7(),
+                    customer_id,
+                    user_id: user.id,
+                    kind: kind.as_str().to_string(),
+                    scope: scope.as_str().to_string(),
+                    label: demo_label(kind, i, &email),
+                    state: "ACTIVE".to_string(),
+                    secret_ref: matches!(
+                        kind,
+                        MethodKind::SoftwareOath | MethodKind::AuthenticatorApp
+                    )
+                    .then(|| format!("vault://mfa/{}/{m}", user.id)),
+                    created_at: now,
+                    updated_at: now,
+                    last_used_at: None,
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn demo_label(kind: MethodKind, i: usize, email: &str) -> String {
+    match kind {
+        MethodKind::Phone => format!("+1 555 {:03} {:04}", 100 + i, 4000 + i * 37),
+        MethodKind::AuthenticatorApp => ["Pixel 8", "iPhone 15", "Galaxy S24"][i % 3].to_string(),
+        MethodKind::SoftwareOath => "Authenticator".to_string(),
+        MethodKind::HardwareOath => format!("serial {:08}", 88_410_000 + i * 7),
+        MethodKind::Email => email.to_string(),
+        MethodKind::Fido2 => ["YubiKey 5", "Passkey (MacBook)", "Titan Key"][i % 3].to_string(),
+        MethodKind::RecoveryCodes => format!("{} codes left", 10 - i % 4),
+    }
+}

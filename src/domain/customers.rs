@@ -1,0 +1,198 @@
+//! Customers: the selector list, one customer, what a selection offers, the MFA
+//! policy, and provisioning of new customers.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use uuid::Uuid;
+
+use super::{
+    Caller,
+    audit::{self, AuditEvent},
+    error::{DomainError, DomainResult},
+    ids::CustomerId,
+    model::{Action, AuditAction, Customer, MethodKind, MfaPolicy, Role},
+    paging::{Page, PageRequest},
+    selection::{Grants, Selection, SelectionDescription},
+    unique_violation_as,
+};
+use crate::store::{self, entities::customers};
+
+const RESOURCE: &str = "mfareset.v1.Customer";
+
+/// Reads a stored customer; an unknown policy is a broken database, not a client error.
+pub(crate) fn from_model(model: customers::Model) -> DomainResult<Customer> {
+    let mfa_policy = MfaPolicy::parse(&model.mfa_policy).ok_or_else(|| {
+        DomainError::Internal(anyhow::anyhow!(
+            "customer {} has unknown policy {:?}",
+            model.id,
+            model.mfa_policy
+        ))
+    })?;
+    let mut enabled_method_kinds = MethodKind::parse_list(&model.enabled_method_kinds);
+    enabled_method_kinds.sort();
+    Ok(Customer {
+        id: model.id.into(),
+        name: model.name,
+        mfa_policy,
+        enabled_method_kinds,
+        created_at: model.created_at,
+        updated_at: model.updated_at,
+    })
+}
+
+/// A customer and the roles the caller holds in it.
+#[derive(Clone, Debug)]
+pub struct VisibleCustomer {
+    /// The customer.
+    pub customer: Customer,
+    /// The caller's roles there.
+    pub caller_roles: Vec<Role>,
+}
+
+/// One page of the customers the caller holds a role in, ordered by id.
+pub async fn list_visible(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    page: PageRequest<Uuid>,
+) -> DomainResult<Page<VisibleCustomer, Uuid>> {
+    let everywhere = store::roles::has_any_everywhere(db, &caller.subject).await?;
+    let rows =
+        store::customers::list_visible(db, &caller.subject, everywhere, page.after, page.size + 1)
+            .await?;
+    let page = Page::from_rows(rows, page.size, |row| row.id).try_map(from_model)?;
+    let ids: Vec<CustomerId> = page.items.iter().map(|c| c.id).collect();
+    let grants = Grants::load(db, &caller.subject, &ids).await?;
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(|customer| VisibleCustomer {
+                caller_roles: grants.roles_in(customer.id),
+                customer,
+            })
+            .collect(),
+        next: page.next,
+    })
+}
+
+/// One customer the caller holds a role in. Any other id, existing or not, is
+/// NOT_FOUND: a lone id reveals nothing.
+pub async fn get(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    id: CustomerId,
+) -> DomainResult<VisibleCustomer> {
+    let selection = match Selection::resolve(db, &caller.subject, &[id], Action::Read).await {
+        Ok(selection) => selection,
+        Err(DomainError::PermissionDenied { .. }) => {
+            return Err(DomainError::not_found(RESOURCE, id));
+        }
+        Err(other) => return Err(other),
+    };
+    let customer = selection.customers()[0].clone();
+    Ok(VisibleCustomer {
+        caller_roles: selection.grants().roles_in(id),
+        customer,
+    })
+}
+
+/// The selection's customers (with the caller's roles) and what it offers in common.
+pub async fn describe_selection(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    ids: &[CustomerId],
+) -> DomainResult<(Vec<VisibleCustomer>, SelectionDescription)> {
+    let selection = Selection::resolve(db, &caller.subject, ids, Action::Read).await?;
+    let customers = selection
+        .customers()
+        .iter()
+        .map(|c| VisibleCustomer {
+            customer: c.clone(),
+            caller_roles: selection.grants().roles_in(c.id),
+        })
+        .collect();
+    Ok((customers, selection.describe()))
+}
+
+/// Changes a customer's MFA policy, with its audit event in the same transaction.
+/// Setting the policy it already has changes nothing and records nothing.
+pub async fn set_mfa_policy(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    id: CustomerId,
+    policy: MfaPolicy,
+    reason: &str,
+) -> DomainResult<VisibleCustomer> {
+    let txn = store::begin_write(db).await?;
+    let selection = Selection::resolve(&txn, &caller.subject, &[id], Action::SetMfaPolicy).await?;
+    let mut customer = selection.customers()[0].clone();
+    if customer.mfa_policy != policy {
+        let now = super::now();
+        store::customers::set_policy(&txn, id.uuid(), policy.as_str(), now).await?;
+        let event = AuditEvent::new(caller, id, AuditAction::MfaPolicySet, now)
+            .reason(reason)
+            .detail("previous_policy", customer.mfa_policy.as_str())
+            .detail("mfa_policy", policy.as_str());
+        audit::record(&txn, vec![event]).await?;
+        customer.mfa_policy = policy;
+        customer.updated_at = now;
+    }
+    txn.commit().await?;
+    Ok(VisibleCustomer {
+        caller_roles: selection.grants().roles_in(id),
+        customer,
+    })
+}
+
+/// What a new customer is made of; values already validated at the edge.
+#[derive(Clone, Debug)]
+pub struct NewCustomer {
+    /// Unique display name.
+    pub name: String,
+    /// MFA policy.
+    pub mfa_policy: MfaPolicy,
+    /// Enabled kinds (at least one).
+    pub enabled_method_kinds: Vec<MethodKind>,
+}
+
+/// Creates a customer. Needs PROVISIONER on `*`: a new customer is outside every
+/// per-customer assignment by definition.
+pub async fn create(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    new: NewCustomer,
+) -> DomainResult<VisibleCustomer> {
+    let txn = store::begin_write(db).await?;
+    let grants = Grants::load(&txn, &caller.subject, &[]).await?;
+    if !grants.holds_everywhere(Role::Provisioner) {
+        return Err(DomainError::PermissionDenied {
+            reason: "ROLE_TOO_WEAK",
+            message: "creating customers needs PROVISIONER on every customer (*)".into(),
+        });
+    }
+    let now = super::now();
+    let id = CustomerId::new();
+    let mut kinds = new.enabled_method_kinds;
+    kinds.sort();
+    kinds.dedup();
+    let model = customers::Model {
+        id: id.uuid(),
+        name: new.name,
+        mfa_policy: new.mfa_policy.as_str().to_string(),
+        enabled_method_kinds: MethodKind::format_list(&kinds),
+        created_at: now,
+        updated_at: now,
+    };
+    let model = store::customers::insert(&txn, model)
+        .await
+        .map_err(unique_violation_as(RESOURCE, "customer.name"))?;
+    let event = AuditEvent::new(caller, id, AuditAction::CustomerCreated, now)
+        .detail("mfa_policy", model.mfa_policy.clone())
+        .detail("enabled_method_kinds", model.enabled_method_kinds.clone());
+    audit::record(&txn, vec![event]).await?;
+    txn.commit().await?;
+    let customer = from_model(model)?;
+    Ok(VisibleCustomer {
+        caller_roles: grants.roles_in(customer.id),
+        customer,
+    })
+}

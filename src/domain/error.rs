@@ -1,0 +1,146 @@
+//! The one error type of the domain, with the cases DESIGN.md "Errors" names. The
+//! gRPC layer turns each case into a status code with rich details
+//! (`crate::api::status`); nothing here knows about gRPC.
+
+use sea_orm::DbErr;
+
+/// One invalid field of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The field's path in the request, e.g. `customer_ids[2]` or `user.email`.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Why a call failed. Each variant carries an UPPER_SNAKE `reason` that clients
+/// branch on (AIP-193), never on the message.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The request is malformed; lists every violated field at once.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The caller lacks a role (or a strong enough one) in a customer of the selection.
+    #[error("{message}")]
+    PermissionDenied {
+        /// NO_ROLE, ROLE_TOO_WEAK.
+        reason: &'static str,
+        /// Names only ids the request itself contained.
+        message: String,
+    },
+    /// Something the request named is not inside its selection.
+    #[error("{resource_type} {id} not found")]
+    NotFound {
+        /// e.g. `mfareset.v1.User`.
+        resource_type: &'static str,
+        /// The id as the request gave it.
+        id: String,
+    },
+    /// A unique value is taken.
+    #[error("{resource_type} with this {field} already exists")]
+    AlreadyExists {
+        /// e.g. `mfareset.v1.User`.
+        resource_type: &'static str,
+        /// The request field holding the taken value.
+        field: String,
+    },
+    /// The request is valid but the system is not in a state to do it.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// e.g. OPTION_NOT_COMMON, NOTHING_TO_RESET, RESET_EXPIRED.
+        reason: &'static str,
+        /// Human-readable explanation.
+        message: String,
+        /// Customers the precondition fails in, when that is the point.
+        customer_ids: Vec<String>,
+    },
+    /// Concurrency conflict: re-read, then retry (AIP-154).
+    #[error("{message}")]
+    Aborted {
+        /// e.g. PLAN_STALE, ETAG_MISMATCH.
+        reason: &'static str,
+        /// Human-readable explanation, naming what changed.
+        message: String,
+    },
+    /// The RPC exists in the contract but is not served yet.
+    #[error("{0} is not implemented yet")]
+    Unimplemented(&'static str),
+    /// The database cannot be reached; retrying later may work.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] DbErr),
+    /// Anything else: a bug or an unexpected database error. The detail is logged,
+    /// never returned.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl DomainError {
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        DomainError::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// Not found.
+    pub fn not_found(resource_type: &'static str, id: impl ToString) -> Self {
+        DomainError::NotFound {
+            resource_type,
+            id: id.to_string(),
+        }
+    }
+
+    /// A failed precondition that concerns no particular customer.
+    pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        DomainError::FailedPrecondition {
+            reason,
+            message: message.into(),
+            customer_ids: vec![],
+        }
+    }
+
+    /// The UPPER_SNAKE reason clients branch on.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DomainError::InvalidArgument(_) => "INVALID_ARGUMENT",
+            DomainError::PermissionDenied { reason, .. } => reason,
+            DomainError::NotFound { .. } => "NOT_FOUND",
+            DomainError::AlreadyExists { .. } => "ALREADY_EXISTS",
+            DomainError::FailedPrecondition { reason, .. } => reason,
+            DomainError::Aborted { reason, .. } => reason,
+            DomainError::Unimplemented(_) => "NOT_IMPLEMENTED",
+            DomainError::Unavailable(_) => "DATABASE_UNAVAILABLE",
+            DomainError::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+impl From<DbErr> for DomainError {
+    /// Connection failures are UNAVAILABLE (a client may retry); everything else is a
+    /// bug or a broken database and stays INTERNAL.
+    fn from(err: DbErr) -> Self {
+        match err {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => DomainError::Unavailable(err),
+            other => DomainError::Internal(other.into()),
+        }
+    }
+}
+
+/// Short for `Result<T, DomainError>`.
+pub type DomainResult<T> = Result<T, DomainError>;

@@ -1,0 +1,106 @@
+//! Masking of method labels. Phone numbers and e-mail addresses are contact data:
+//! they never leave the service (or reach a log) unmasked.
+
+use super::model::MethodKind;
+
+const MASK: char = '•';
+
+/// The label as it may be shown: `+1 ••• ••• 4567`, `v•••@example.com`,
+/// `serial ••••2231`; other kinds carry no contact data and are shown as they are.
+pub fn mask_label(kind: MethodKind, label: &str) -> String {
+    match kind {
+        MethodKind::Phone => mask_phone(label),
+        MethodKind::Email => mask_email(label),
+        MethodKind::HardwareOath => mask_serial(label),
+        _ => label.to_string(),
+    }
+}
+
+/// Keeps a leading `+country` group and the last four digits; every other digit
+/// becomes a mask, so the shape of the number stays readable.
+fn mask_phone(label: &str) -> String {
+    let total_digits = label.chars().filter(char::is_ascii_digit).count();
+    let country_digits = match label.strip_prefix('+') {
+        Some(rest) => rest.chars().take_while(char::is_ascii_digit).count(),
+        None => 0,
+    };
+    // A number too short to hide anything in is hidden entirely.
+    let keep_last = if total_digits > country_digits + 4 {
+        4
+    } else {
+        0
+    };
+    let mut seen = 0;
+    label
+        .chars()
+        .map(|c| {
+            if !c.is_ascii_digit() {
+                return c;
+            }
+            seen += 1;
+            if seen <= country_digits || seen > total_digits - keep_last {
+                c
+            } else {
+                MASK
+            }
+        })
+        .collect()
+}
+
+/// Keeps the first character of the local part and the domain.
+fn mask_email(label: &str) -> String {
+    match label.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}{MASK}{MASK}{MASK}@{domain}")
+        }
+        None => MASK.to_string().repeat(3),
+    }
+}
+
+/// Keeps the words before the serial number and its last four characters.
+fn mask_serial(label: &str) -> String {
+    let (prefix, serial) = match label.rsplit_once(' ') {
+        Some((prefix, serial)) => (format!("{prefix} "), serial),
+        None => (String::new(), label),
+    };
+    let count = serial.chars().count();
+    let tail: String = serial.chars().skip(count.saturating_sub(4)).collect();
+    if count <= 4 {
+        return format!("{prefix}{}", MASK.to_string().repeat(count));
+    }
+    format!("{prefix}{}{tail}", MASK.to_string().repeat(4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_contact_data_like_the_design_shows() {
+        assert_eq!(
+            mask_label(MethodKind::Phone, "+1 555 123 4567"),
+            "+1 ••• ••• 4567"
+        );
+        assert_eq!(
+            mask_label(MethodKind::Phone, "+44 20 7946 0958"),
+            "+44 •• •••• 0958"
+        );
+        assert_eq!(mask_label(MethodKind::Phone, "123"), "•••");
+        assert_eq!(
+            mask_label(MethodKind::Email, "victor@example.com"),
+            "v•••@example.com"
+        );
+        assert_eq!(mask_label(MethodKind::Email, "nonsense"), "•••");
+        assert_eq!(
+            mask_label(MethodKind::HardwareOath, "serial 88412231"),
+            "serial ••••2231"
+        );
+        assert_eq!(mask_label(MethodKind::HardwareOath, "2231"), "••••");
+        assert_eq!(mask_label(MethodKind::Fido2, "YubiKey 5"), "YubiKey 5");
+        assert_eq!(
+            mask_label(MethodKind::RecoveryCodes, "8 codes left"),
+            "8 codes left"
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! mfa-reset: a gRPC service for multi-tenant MFA administration.
+//!
+//! Data flows one way: [`api`] (gRPC edge) -> [`domain`] (rules) -> [`store`] (sea-orm).
+//! [`server`] composes the services with health, reflection and the tower layers;
+//! [`config`] holds every setting; [`telemetry`] sets up tracing and OpenTelemetry;
+//! [`auth`] verifies bearer tokens; [`cli`] runs the operator subcommands; [`demo`]
+//! seeds demo data.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod proto;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,82 @@
+//! Queries on `customers`.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+use super::entities::{
+    customers::{ActiveModel, Column, Entity, Model},
+    role_assignments,
+};
+
+/// The customers among `ids` that exist.
+pub async fn find_many(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Vec<Model>, DbErr> {
+    Entity::find()
+        .filter(Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await
+}
+
+/// One page of the customers `subject` may see, ordered by id, after `after`. With a
+/// role on `*` that is every customer; otherwise those named by an assignment.
+pub async fn list_visible(
+    db: &impl ConnectionTrait,
+    subject: &str,
+    everywhere: bool,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Model>, DbErr> {
+    let mut query = Entity::find();
+    if !everywhere {
+        // A subquery rather than a join: a subject may hold several roles in one customer.
+        query = query.filter(
+            Column::Id.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(role_assignments::Column::CustomerId)
+                    .from(role_assignments::Entity)
+                    .and_where(role_assignments::Column::Subject.eq(subject))
+                    .and_where(role_assignments::Column::CustomerId.is_not_null())
+                    .to_owned(),
+            ),
+        );
+    }
+    if let Some(after) = after {
+        query = query.filter(Column::Id.gt(after));
+    }
+    query.order_by_asc(Column::Id).limit(limit).all(db).await
+}
+
+/// Inserts a customer.
+pub async fn insert(db: &impl ConnectionTrait, customer: Model) -> Result<Model, DbErr> {
+    let active: ActiveModel = customer.clone().into();
+    Entity::insert(active).exec_without_returning(db).await?;
+    Ok(customer)
+}
+
+/// The customer named `name`, if any.
+pub async fn find_by_name(db: &impl ConnectionTrait, name: &str) -> Result<Option<Model>, DbErr> {
+    Entity::find().filter(Column::Name.eq(name)).one(db).await
+}
+
+/// Sets a customer's MFA policy.
+pub async fn set_policy(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    policy: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::MfaPolicy, Expr::value(policy))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// One customer by id.
+pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(id).one(db).await
+}

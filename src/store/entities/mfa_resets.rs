@@ -1,0 +1,66 @@
+//! `mfa_resets`: a stored summary (plan) of an MFA reset and its life cycle. Only
+//! `requested_by` may confirm or cancel it, before `expires_at`, with its `etag` (a digest of the
+//! planned state). `state` is `PENDING`, `CONFIRMED` or `CANCELLED` (checked by the database;
+//! EXPIRED is derived from `expires_at`). The customers it covers and its per-user items live in
+//! `mfa_reset_customers` and `mfa_reset_items`, and go with it.
+
+use sea_orm::entity::prelude::*;
+
+/// One reset summary.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "mfa_resets")]
+pub struct Model {
+    /// The reset id (UUID v7).
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// The subject of the principal who asked for the summary.
+    pub requested_by: String,
+    /// `PENDING`, `CONFIRMED` or `CANCELLED`.
+    #[sea_orm(column_type = "String(StringLen::N(16))")]
+    pub state: String,
+    /// The reset scope option, e.g. `ALL` or `ORG_LEVEL`.
+    #[sea_orm(column_type = "String(StringLen::N(16))")]
+    pub scope: String,
+    /// Comma-separated method kinds to reset; empty means every kind.
+    pub method_kinds: String,
+    /// The caller's reason, copied into every audit event of the reset.
+    #[sea_orm(column_type = "String(StringLen::N(500))")]
+    pub reason: String,
+    /// Digest of the planned state; the confirm must present it.
+    pub etag: String,
+    /// The request id of the Summarize call, if any.
+    pub request_id: Option<String>,
+    /// When the summary was made.
+    pub created_at: DateTimeUtc,
+    /// After this instant the summary can no longer be confirmed.
+    pub expires_at: DateTimeUtc,
+    /// When the reset was applied.
+    pub confirmed_at: Option<DateTimeUtc>,
+    /// When the reset was cancelled.
+    pub cancelled_at: Option<DateTimeUtc>,
+}
+
+/// A reset has its customers and its items.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    /// The customers the reset covers.
+    #[sea_orm(has_many = "super::mfa_reset_customers::Entity")]
+    MfaResetCustomers,
+    /// The per-user planned items.
+    #[sea_orm(has_many = "super::mfa_reset_items::Entity")]
+    MfaResetItems,
+}
+
+impl Related<super::mfa_reset_customers::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::MfaResetCustomers.def()
+    }
+}
+
+impl Related<super::mfa_reset_items::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::MfaResetItems.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,185 @@
+//! Storage: sea-orm entities, the migrations, the queries the domain needs (one module per
+//! resource), and opening the database.
+//!
+//! One schema runs on SQLite (the embedded default, a file in the data directory, created on
+//! first start) and on PostgreSQL (production). [`connect`] opens a pool tuned for either,
+//! [`migrate`] brings the schema up to date, and [`begin_write`] starts a transaction that is
+//! going to write, in the way each backend needs.
+
+pub mod audit;
+pub mod customers;
+pub mod entities;
+pub mod methods;
+pub mod migration;
+pub mod roles;
+pub mod users;
+
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sea_orm::sqlx::postgres::PgConnectOptions;
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+use self::migration::Migrator;
+
+/// How long a SQLite statement waits for another connection's write lock before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite in WAL mode has many readers and one writer; a few connections are plenty.
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+/// Longer than [`SQLITE_BUSY_TIMEOUT`], so a request queued behind a waiting writer still gets
+/// a connection rather than a pool timeout.
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+/// A request that cannot get a connection this quickly fails (UNAVAILABLE) instead of queueing.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection idle for this long is pinged before use (it may have been dropped by a proxy);
+/// busy connections are handed out without the extra round trip.
+const POSTGRES_PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+const POSTGRES_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const POSTGRES_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+const APPLICATION_NAME: &str = "mfa-reset";
+
+/// Key of the PostgreSQL advisory lock that serialises [`migrate`] across replicas.
+/// (The bytes of "mfareset".)
+const MIGRATION_LOCK_KEY: i64 = 0x6d66_6172_6573_6574;
+
+/// Opens a connection pool for `database_url`.
+///
+/// Accepts `sqlite:` URLs (e.g. `sqlite://data/mfa-reset.db?mode=rwc`; the file and its
+/// directory are created when missing; WAL journal, foreign keys on, 5 s busy timeout,
+/// `synchronous = NORMAL` on every pooled connection) and `postgres://` / `postgresql://` URLs
+/// (up to 10 connections, 5 s acquire timeout). SQL statements are logged at debug level only.
+/// Error messages never repeat the URL, which may hold a password.
+pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(database_url);
+    options
+        .sqlx_logging(true)
+        .sqlx_logging_level(parse_level("debug")?);
+    match backend_of(database_url)? {
+        DbBackend::Sqlite => {
+            create_sqlite_directory(database_url).await?;
+            options
+                .max_connections(SQLITE_MAX_CONNECTIONS)
+                .min_connections(1)
+                .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
+                // A local file: nothing to lose in transit, so no ping on checkout.
+                .test_before_acquire(false)
+                .map_sqlx_sqlite_opts(|opts| {
+                    opts.create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .foreign_keys(true)
+                        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                        .synchronous(SqliteSynchronous::Normal)
+                });
+        }
+        _ => {
+            // Fail on a malformed URL here, where the message can leave the URL out.
+            PgConnectOptions::from_str(database_url)
+                .map_err(|e| conn_err(format!("invalid PostgreSQL URL: {e}")))?;
+            options
+                .max_connections(POSTGRES_MAX_CONNECTIONS)
+                .min_connections(1)
+                .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+                .test_before_acquire_if_idle_for(POSTGRES_PING_IF_IDLE_FOR)
+                .idle_timeout(POSTGRES_IDLE_TIMEOUT)
+                .max_lifetime(POSTGRES_MAX_LIFETIME)
+                .set_application_name(APPLICATION_NAME);
+        }
+    }
+    Database::connect(options).await
+}
+
+/// Applies every pending migration, all in one transaction.
+///
+/// Safe to run on every start and from many replicas at once: on PostgreSQL an advisory lock
+/// makes concurrent runs wait for each other, and on SQLite the transaction takes the write lock
+/// up front. A failure leaves the schema as it was.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let txn = begin_write(db).await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"),
+        ))
+        .await?;
+    }
+    Migrator::up(&txn, None).await?;
+    txn.commit().await
+}
+
+/// Begins a transaction that is going to write.
+///
+/// On SQLite this is `BEGIN IMMEDIATE`: the write lock is taken (waiting up to the busy timeout)
+/// before the first read, so a transaction that reads and then writes cannot fail half-way with
+/// `SQLITE_BUSY` because another connection wrote in between. On PostgreSQL it is a plain
+/// `BEGIN` (READ COMMITTED).
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let sqlite_transaction_mode = match db.get_database_backend() {
+        DbBackend::Sqlite => Some(SqliteTransactionMode::Immediate),
+        _ => None,
+    };
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode,
+        ..TransactionOptions::default()
+    })
+    .await
+}
+
+/// The backend a URL names, judged by its scheme alone.
+fn backend_of(database_url: &str) -> Result<DbBackend, DbErr> {
+    let scheme = database_url
+        .split_once(':')
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("sqlite") => Ok(DbBackend::Sqlite),
+        Some("postgres" | "postgresql") => Ok(DbBackend::Postgres),
+        _ => Err(conn_err(
+            "unsupported database URL: expected sqlite: or postgres://".to_owned(),
+        )),
+    }
+}
+
+/// SQLite creates a missing file but not a missing directory; create it, so that a fresh data
+/// directory works on first start. In-memory databases have no directory.
+async fn create_sqlite_directory(database_url: &str) -> Result<(), DbErr> {
+    let options = SqliteConnectOptions::from_str(database_url)
+        .map_err(|e| conn_err(format!("invalid SQLite URL: {e}")))?;
+    let Some(directory) = options.get_filename().parent() else {
+        return Ok(());
+    };
+    if directory.as_os_str().is_empty() {
+        return Ok(());
+    }
+    tokio::fs::create_dir_all(directory).await.map_err(|e| {
+        conn_err(format!(
+            "cannot create database directory {}: {e}",
+            directory.display()
+        ))
+    })
+}
+
+/// sea-orm takes the `log` crate's `LevelFilter`; parsing it lets this crate name a level
+/// without depending on `log` directly.
+fn parse_level<L>(level: &str) -> Result<L, DbErr>
+where
+    L: FromStr,
+    L::Err: Display,
+{
+    level
+        .parse()
+        .map_err(|e| conn_err(format!("invalid log level {level:?}: {e}")))
+}
+
+fn conn_err(message: String) -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(message))
+}
+
+#[cfg(test)]
+mod tests;

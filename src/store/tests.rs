@@ -1,0 +1,418 @@
+//! The schema on a fresh SQLite file and, when `MFA_RESET_TEST_POSTGRES_URL` names an admin
+//! connection, on a fresh PostgreSQL database made for the test and dropped after it.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+
+use chrono::{SubsecRound, Utc};
+use futures::FutureExt;
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    ModelTrait, QueryResult, Set, SqlErr, Statement, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use uuid::Uuid;
+
+use super::entities::{authentication_methods, customers, role_assignments, users};
+use super::migration::Migrator;
+use super::{connect, migrate};
+
+const POSTGRES_URL_VAR: &str = "MFA_RESET_TEST_POSTGRES_URL";
+
+const TABLES: [&str; 8] = [
+    "customers",
+    "role_assignments",
+    "users",
+    "authentication_methods",
+    "mfa_resets",
+    "mfa_reset_customers",
+    "mfa_reset_items",
+    "audit_events",
+];
+
+/// A database file in a directory that does not exist yet; removed when dropped.
+struct SqliteFile {
+    directory: PathBuf,
+}
+
+impl SqliteFile {
+    fn new() -> Self {
+        let directory =
+            std::env::temp_dir().join(format!("mfa-reset-store-test-{}", Uuid::now_v7()));
+        Self { directory }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "sqlite://{}?mode=rwc",
+            self.directory.join("data").join("mfa-reset.db").display()
+        )
+    }
+}
+
+impl Drop for SqliteFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_migrates_concurrently_and_again_and_keeps_its_pragmas_on_every_connection() {
+    let file = SqliteFile::new();
+    let db = connect(&file.url()).await.unwrap();
+    let (first, second) = tokio::join!(migrate(&db), migrate(&db));
+    first.unwrap();
+    second.unwrap();
+    migrate(&db).await.unwrap();
+    assert_tables_exist(&db).await;
+
+    // Hold one pooled connection in a transaction so the checks also run on a second one.
+    let first = db.begin().await.unwrap();
+    let second = db.begin().await.unwrap();
+    for conn in [&first, &second] {
+        assert_eq!(pragma::<String>(conn, "journal_mode").await, "wal");
+        assert_eq!(pragma::<i64>(conn, "foreign_keys").await, 1);
+        assert_eq!(pragma::<i64>(conn, "busy_timeout").await, 5000);
+        assert_eq!(pragma::<i64>(conn, "synchronous").await, 1, "NORMAL");
+    }
+    drop((first, second));
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_round_trips_rows_and_refuses_cross_customer_methods() {
+    let file = SqliteFile::new();
+    let db = connect(&file.url()).await.unwrap();
+    migrate(&db).await.unwrap();
+    exercise_schema(&db).await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_migration_down_drops_everything_and_up_restores_it() {
+    let file = SqliteFile::new();
+    let db = connect(&file.url()).await.unwrap();
+    migrate(&db).await.unwrap();
+    assert_down_then_up(&db).await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn connect_refuses_other_schemes_without_echoing_the_url() {
+    let err = connect("mysql://root:hunter2@localhost/db")
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = connect("postgres://root:hunter2@[bad/db")
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn postgres_migrates_concurrently_round_trips_rows_and_refuses_cross_customer_methods() {
+    let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
+        eprintln!("{POSTGRES_URL_VAR} is not set; skipping the PostgreSQL run");
+        return;
+    };
+    with_fresh_postgres(&admin_url, |db| async move {
+        // Replicas starting together: the advisory lock makes the second run wait and then
+        // find nothing pending.
+        let (first, second) = tokio::join!(migrate(&db), migrate(&db));
+        first.unwrap();
+        second.unwrap();
+        migrate(&db).await.unwrap();
+        assert_tables_exist(&db).await;
+        exercise_schema(&db).await;
+        assert_down_then_up(&db).await;
+        db.close().await.unwrap();
+    })
+    .await;
+}
+
+/// Runs `test` against a database created for it, and drops the database afterwards, whether
+/// the test passed or not.
+async fn with_fresh_postgres<F, Fut>(admin_url: &str, test: F)
+where
+    F: FnOnce(DatabaseConnection) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let admin = connect(admin_url).await.unwrap();
+    let name = format!("mfa_reset_test_{}", Uuid::now_v7().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+
+    let outcome = AssertUnwindSafe(async {
+        let db = connect(&with_database(admin_url, &name)).await.unwrap();
+        test(db).await;
+    })
+    .catch_unwind()
+    .await;
+
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// `url` with its database (the path) replaced by `database`, query string kept.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+async fn assert_tables_exist(db: &DatabaseConnection) {
+    for table in TABLES {
+        let count = count_rows(db, table).await;
+        assert_eq!(count, 0, "{table} should exist and be empty");
+    }
+}
+
+async fn assert_down_then_up(db: &DatabaseConnection) {
+    Migrator::down(db, None).await.unwrap();
+    for table in TABLES {
+        let select = format!("SELECT COUNT(*) FROM {table}");
+        let result = db
+            .query_one_raw(Statement::from_string(db.get_database_backend(), select))
+            .await;
+        assert!(result.is_err(), "{table} should be gone after down");
+    }
+    migrate(db).await.unwrap();
+    assert_tables_exist(db).await;
+}
+
+/// Inserts a customer, a user and a method through the entities, reads them back, and checks
+/// that the database refuses what the design forbids. Leaves the tables as it found them.
+async fn exercise_schema(db: &DatabaseConnection) {
+    // PostgreSQL keeps microseconds; truncate so the values read back compare equal.
+    let now = Utc::now().trunc_subsecs(6);
+
+    let customer = customers::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set("Contoso".to_owned()),
+        mfa_policy: Set("ENFORCED".to_owned()),
+        enabled_method_kinds: Set("PHONE,EMAIL,HARDWARE_OATH".to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await
+    .unwrap();
+    let other_customer = customers::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set("Fabrikam".to_owned()),
+        mfa_policy: Set("OPTIONAL".to_owned()),
+        enabled_method_kinds: Set("PHONE".to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await
+    .unwrap();
+
+    let user = users::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        customer_id: Set(customer.id),
+        external_subject: Set(Some("auth0|alice".to_owned())),
+        display_name: Set("Alice Example".to_owned()),
+        display_name_folded: Set("alice example".to_owned()),
+        email: Set("alice@example.com".to_owned()),
+        is_admin: Set(false),
+        mfa_registration_required: Set(false),
+        mfa_reset_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await
+    .unwrap();
+
+    let method = method_for(customer.id, user.id, now)
+        .insert(db)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        customers::Entity::find_by_id(customer.id)
+            .one(db)
+            .await
+            .unwrap(),
+        Some(customer.clone())
+    );
+    assert_eq!(
+        users::Entity::find_by_id(user.id).one(db).await.unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(
+        authentication_methods::Entity::find_by_id(method.id)
+            .one(db)
+            .await
+            .unwrap(),
+        Some(method.clone())
+    );
+    // The relations join on the composite key.
+    assert_eq!(
+        user.find_related(authentication_methods::Entity)
+            .all(db)
+            .await
+            .unwrap(),
+        vec![method.clone()]
+    );
+    assert_eq!(
+        method.find_related(users::Entity).one(db).await.unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(
+        customer.find_related(users::Entity).all(db).await.unwrap(),
+        vec![user.clone()]
+    );
+
+    // A method naming the user under another customer has no user to belong to.
+    let cross = method_for(other_customer.id, user.id, now).insert(db).await;
+    assert_foreign_key_violation(cross);
+    let orphan = method_for(customer.id, Uuid::now_v7(), now)
+        .insert(db)
+        .await;
+    assert_foreign_key_violation(orphan);
+
+    // One `*` grant per subject and role, despite NULLs being distinct in unique indexes.
+    let grant = |customer_id| role_assignments::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        subject: Set("svc-directory-sync".to_owned()),
+        customer_id: Set(customer_id),
+        role: Set("PROVISIONER".to_owned()),
+        created_at: Set(now),
+    };
+    grant(None).insert(db).await.unwrap();
+    grant(Some(customer.id)).insert(db).await.unwrap();
+    assert_unique_violation(grant(None).insert(db).await);
+    assert_unique_violation(grant(Some(customer.id)).insert(db).await);
+
+    // E-mail addresses are unique per customer, not across customers.
+    let mut same_email = users::ActiveModel::from(user.clone());
+    same_email.id = Set(Uuid::now_v7());
+    same_email.external_subject = Set(None);
+    assert_unique_violation(same_email.clone().insert(db).await);
+    same_email.customer_id = Set(other_customer.id);
+    same_email.insert(db).await.unwrap();
+
+    // Closed value sets are checked by the database.
+    let mut bad_policy = customers::ActiveModel::from(other_customer.clone());
+    bad_policy.mfa_policy = Set("SOMETIMES".to_owned());
+    assert!(bad_policy.update(db).await.is_err());
+
+    // Deleting the user takes their methods along.
+    user.clone().delete(db).await.unwrap();
+    assert_eq!(
+        count_rows(db, "authentication_methods").await,
+        0,
+        "methods go with their user"
+    );
+
+    // Clean up so later checks start from empty tables.
+    for table in ["role_assignments", "users", "customers"] {
+        db.execute_unprepared(&format!("DELETE FROM {table}"))
+            .await
+            .unwrap();
+    }
+}
+
+fn method_for(
+    customer_id: Uuid,
+    user_id: Uuid,
+    now: chrono::DateTime<Utc>,
+) -> authentication_methods::ActiveModel {
+    authentication_methods::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        customer_id: Set(customer_id),
+        user_id: Set(user_id),
+        kind: Set("PHONE".to_owned()),
+        scope: Set("ORG".to_owned()),
+        label: Set("+1 555 010 4567".to_owned()),
+        state: Set("ACTIVE".to_owned()),
+        secret_ref: Set(Some("vault://mfa/phone/1".to_owned())),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_used_at: Set(Some(now)),
+    }
+}
+
+fn assert_foreign_key_violation<T: std::fmt::Debug>(result: Result<T, DbErr>) {
+    let err = result.expect_err("the foreign key should refuse this row");
+    assert!(
+        matches!(
+            err.sql_err(),
+            Some(SqlErr::ForeignKeyConstraintViolation(_))
+        ),
+        "expected a foreign key violation, got {err:?}"
+    );
+}
+
+fn assert_unique_violation<T: std::fmt::Debug>(result: Result<T, DbErr>) {
+    let err = result.expect_err("the unique index should refuse this row");
+    assert!(
+        matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))),
+        "expected a unique violation, got {err:?}"
+    );
+}
+
+async fn count_rows(db: &impl ConnectionTrait, table: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT COUNT(*) AS n FROM {table}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+async fn pragma<T>(conn: &impl ConnectionTrait, name: &str) -> T
+where
+    T: sea_orm::TryGetable,
+{
+    let row: QueryResult = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            format!("PRAGMA {name}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<T>(0).unwrap()
+}
+
+#[test]
+fn with_database_replaces_only_the_path() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://h:5432", "x"),
+        "postgres://h:5432/x"
+    );
+}

@@ -1,0 +1,199 @@
+//! Queries on `users`. Every query is confined to the customer ids it is given.
+
+use std::collections::HashMap;
+
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait, LikeExpr, Query},
+};
+use uuid::Uuid;
+
+use super::entities::{
+    authentication_methods as methods,
+    users::{ActiveModel, Column, Entity, Model},
+};
+
+/// The MFA state a list is filtered by; see `domain::model::MfaState` for meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MfaStateFilter {
+    /// Flag clear, at least one active method.
+    Registered,
+    /// Flag clear, no active method.
+    NotRegistered,
+    /// Flag set.
+    RegistrationRequired,
+}
+
+/// Filters of a user list. All are optional and combine with AND.
+#[derive(Clone, Debug, Default)]
+pub struct UserFilter {
+    /// Lower-cased prefix of the folded display name or of the e-mail.
+    pub prefix: Option<String>,
+    /// MFA state.
+    pub mfa_state: Option<MfaStateFilter>,
+    /// Only users with an active method of one of these kinds (stored names).
+    pub method_kinds: Vec<String>,
+}
+
+/// `EXISTS (an active method of this user [of these kinds])`, correlated on the
+/// user's `(customer_id, id)` so that it uses the methods' tenant index.
+fn active_method_exists(kinds: &[String]) -> Expr {
+    let mut sub = Query::select();
+    sub.expr(Expr::val(1))
+        .from(methods::Entity)
+        .and_where(
+            Expr::col((methods::Entity, methods::Column::CustomerId))
+                .equals((Entity, Column::CustomerId)),
+        )
+        .and_where(
+            Expr::col((methods::Entity, methods::Column::UserId)).equals((Entity, Column::Id)),
+        )
+        .and_where(Expr::col((methods::Entity, methods::Column::State)).eq("ACTIVE"));
+    if !kinds.is_empty() {
+        sub.and_where(
+            Expr::col((methods::Entity, methods::Column::Kind)).is_in(kinds.iter().cloned()),
+        );
+    }
+    Expr::exists(sub.to_owned())
+}
+
+/// Escapes `%`, `_` and `\` so that user input is matched literally in LIKE.
+fn like_prefix(prefix: &str) -> LikeExpr {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    LikeExpr::new(pattern).escape('\\')
+}
+
+/// One page of users of `customer_ids` matching `filter`, ordered by id (keyset:
+/// ids after `after`). Ordering by the time-ordered id keeps pages stable while users
+/// are being inserted: a row is never seen twice, and rows present when paging began
+/// are all seen.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    customer_ids: &[Uuid],
+    filter: &UserFilter,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Model>, DbErr> {
+    let mut query = Entity::find().filter(Column::CustomerId.is_in(customer_ids.iter().copied()));
+    if let Some(prefix) = &filter.prefix {
+        query = query.filter(
+            Condition::any()
+                .add(Expr::col((Entity, Column::DisplayNameFolded)).like(like_prefix(prefix)))
+                .add(Expr::col((Entity, Column::Email)).like(like_prefix(prefix))),
+        );
+    }
+    match filter.mfa_state {
+        None => {}
+        Some(MfaStateFilter::RegistrationRequired) => {
+            query = query.filter(Column::MfaRegistrationRequired.eq(true));
+        }
+        Some(MfaStateFilter::Registered) => {
+            query = query
+                .filter(Column::MfaRegistrationRequired.eq(false))
+                .filter(active_method_exists(&[]));
+        }
+        Some(MfaStateFilter::NotRegistered) => {
+            query = query
+                .filter(Column::MfaRegistrationRequired.eq(false))
+                .filter(active_method_exists(&[]).not());
+        }
+    }
+    if !filter.method_kinds.is_empty() {
+        query = query.filter(active_method_exists(&filter.method_kinds));
+    }
+    if let Some(after) = after {
+        query = query.filter(Column::Id.gt(after));
+    }
+    query.order_by_asc(Column::Id).limit(limit).all(db).await
+}
+
+/// The user with `id` if it belongs to one of `customer_ids`.
+pub async fn find_in(
+    db: &impl ConnectionTrait,
+    customer_ids: &[Uuid],
+    id: Uuid,
+) -> Result<Option<Model>, DbErr> {
+    Entity::find()
+        .filter(Column::CustomerId.is_in(customer_ids.iter().copied()))
+        .filter(Column::Id.eq(id))
+        .one(db)
+        .await
+}
+
+#[derive(Debug, FromQueryResult)]
+struct ActiveCount {
+    user_id: Uuid,
+    active: i64,
+}
+
+/// Active method counts of the given users (absent means zero), in one query.
+pub async fn active_method_counts(
+    db: &impl ConnectionTrait,
+    customer_ids: &[Uuid],
+    user_ids: &[Uuid],
+) -> Result<HashMap<Uuid, u32>, DbErr> {
+    if user_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = methods::Entity::find()
+        .select_only()
+        .column(methods::Column::UserId)
+        .column_as(methods::Column::Id.count(), "active")
+        .filter(methods::Column::CustomerId.is_in(customer_ids.iter().copied()))
+        .filter(methods::Column::UserId.is_in(user_ids.iter().copied()))
+        .filter(methods::Column::State.eq("ACTIVE"))
+        .group_by(methods::Column::UserId)
+        .into_model::<ActiveCount>()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.user_id, u32::try_from(row.active).unwrap_or(u32::MAX)))
+        .collect())
+}
+
+/// Inserts a user.
+pub async fn insert(db: &impl ConnectionTrait, user: Model) -> Result<Model, DbErr> {
+    let active: ActiveModel = user.clone().into();
+    Entity::insert(active).exec_without_returning(db).await?;
+    Ok(user)
+}
+
+/// Writes every column of an existing user (confined to its customer).
+pub async fn update(db: &impl ConnectionTrait, user: Model) -> Result<Model, DbErr> {
+    let active: ActiveModel = user.clone().into();
+    let active = sea_orm::ActiveModelTrait::reset_all(active);
+    Entity::update_many()
+        .set(active)
+        .filter(Column::CustomerId.eq(user.customer_id))
+        .filter(Column::Id.eq(user.id))
+        .exec(db)
+        .await?;
+    Ok(user)
+}
+
+/// Clears `mfa_registration_required` of one user: they registered a method.
+pub async fn clear_registration_required(
+    db: &impl ConnectionTrait,
+    customer_id: Uuid,
+    id: Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::MfaRegistrationRequired, Expr::value(false))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::CustomerId.eq(customer_id))
+        .filter(Column::Id.eq(id))
+        .filter(Column::MfaRegistrationRequired.eq(true))
+        .exec(db)
+        .await?;
+    Ok(())
+}
