@@ -1,0 +1,257 @@
+//! `serve --demo` seeding and the operator subcommands of the binary.
+
+use std::process::Command;
+
+use mfa_reset::{
+    demo,
+    proto::v1::{self as pb},
+    store::entities::{authentication_methods, customers, role_assignments, users},
+};
+use sea_orm::{DatabaseConnection, EntityTrait, QueryOrder};
+
+use crate::helpers::*;
+
+/// Everything seeding writes, as comparable rows.
+async fn snapshot(db: &DatabaseConnection) -> Vec<String> {
+    let mut rows = Vec::new();
+    for c in customers::Entity::find()
+        .order_by_asc(customers::Column::Id)
+        .all(db)
+        .await
+        .unwrap()
+    {
+        rows.push(format!(
+            "customer {} {} {} {}",
+            c.id, c.name, c.mfa_policy, c.enabled_method_kinds
+        ));
+    }
+    for u in users::Entity::find()
+        .order_by_asc(users::Column::Id)
+        .all(db)
+        .await
+        .unwrap()
+    {
+        rows.push(format!(
+            "user {} {} {} {}",
+            u.id, u.customer_id, u.email, u.is_admin
+        ));
+    }
+    for m in authentication_methods::Entity::find()
+        .order_by_asc(authentication_methods::Column::Id)
+        .all(db)
+        .await
+        .unwrap()
+    {
+        rows.push(format!(
+            "method {} {} {} {} {}",
+            m.id, m.user_id, m.kind, m.scope, m.state
+        ));
+    }
+    for r in role_assignments::Entity::find()
+        .order_by_asc(role_assignments::Column::Id)
+        .all(db)
+        .await
+        .unwrap()
+    {
+        rows.push(format!("role {} {:?} {}", r.subject, r.customer_id, r.role));
+    }
+    rows
+}
+
+backend_test!(demo_seeding_twice_leaves_the_same_data);
+async fn demo_seeding_twice_leaves_the_same_data(app: &TestApp) {
+    let first = demo::seed(&app.db).await.unwrap();
+    let before = snapshot(&app.db).await;
+    let second = demo::seed(&app.db).await.unwrap();
+    assert_eq!(snapshot(&app.db).await, before);
+    assert_eq!(
+        first.customer_id(demo::NORTHWIND),
+        second.customer_id(demo::NORTHWIND)
+    );
+    let users = before.iter().filter(|r| r.starts_with("user ")).count();
+    assert!((55..=70).contains(&users), "about sixty users, got {users}");
+    let kinds: std::collections::BTreeSet<&str> = before
+        .iter()
+        .filter(|r| r.starts_with("method "))
+        .filter_map(|r| r.split(' ').nth(3))
+        .collect();
+    assert_eq!(kinds.len(), 7, "every method kind appears: {kinds:?}");
+}
+
+backend_test!(demo_admin_holds_a_different_role_in_each_demo_customer);
+async fn demo_admin_holds_a_different_role_in_each_demo_customer(app: &TestApp) {
+    let seeded = demo::seed(&app.db).await.unwrap();
+    let listed = app
+        .customers()
+        .list_customers(authed(
+            pb::ListCustomersRequest::default(),
+            &app.token(demo::DEMO_ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .customers;
+    let role_of = |name: &str| {
+        listed
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.caller_roles.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        role_of(demo::NORTHWIND),
+        [i32::from(pb::Role::PrivilegedAuthenticationAdmin)]
+    );
+    assert_eq!(
+        role_of(demo::CONTOSO),
+        [i32::from(pb::Role::AuthenticationAdmin)]
+    );
+    assert_eq!(role_of(demo::FABRIKAM), [i32::from(pb::Role::Reader)]);
+    assert!(role_of(demo::TAILSPIN).is_empty());
+    assert_eq!(listed.len(), 3);
+
+    // demo-admin is also a user of Northwind (for the SELF rule), and some users have no MFA.
+    let northwind = seeded.customer_id(demo::NORTHWIND).unwrap().to_string();
+    let users = app
+        .users()
+        .list_users(authed(
+            pb::ListUsersRequest {
+                customer_ids: vec![northwind],
+                page_size: 100,
+                ..Default::default()
+            },
+            &app.token(demo::DEMO_ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert!(users.iter().any(|u| u.external_subject == demo::DEMO_ADMIN));
+    assert!(
+        users
+            .iter()
+            .any(|u| u.mfa_state == i32::from(pb::MfaState::NotRegistered))
+    );
+    assert!(
+        users
+            .iter()
+            .any(|u| u.is_admin && u.external_subject != demo::DEMO_ADMIN)
+    );
+}
+
+fn binary(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mfa-reset"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--log", "warn"])
+        .args(args)
+        .output()
+        .expect("run mfa-reset")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_grant_list_and_revoke_roles_and_mint_tokens_with_the_binary() {
+    let dir = std::env::temp_dir().join(format!("mfa-reset-cli-{}", uuid::Uuid::now_v7().simple()));
+    let granted = binary(
+        &dir,
+        &[
+            "grant",
+            "--subject",
+            "ops",
+            "--customer",
+            "*",
+            "--role",
+            "reader",
+        ],
+    );
+    assert!(granted.status.success(), "{granted:?}");
+    assert!(String::from_utf8_lossy(&granted.stdout).contains("ops READER on *: granted"));
+    let again = binary(
+        &dir,
+        &[
+            "grant",
+            "--subject",
+            "ops",
+            "--customer",
+            "*",
+            "--role",
+            "READER",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing changed"));
+
+    let roles = binary(&dir, &["roles"]);
+    let listing = String::from_utf8_lossy(&roles.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("ops") && l.contains('*') && l.ends_with("READER")),
+        "{listing}"
+    );
+
+    let bad_role = binary(
+        &dir,
+        &[
+            "grant",
+            "--subject",
+            "ops",
+            "--customer",
+            "*",
+            "--role",
+            "GOD",
+        ],
+    );
+    assert!(!bad_role.status.success());
+    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("unknown role"));
+    let unknown_customer = binary(
+        &dir,
+        &[
+            "grant",
+            "--subject",
+            "ops",
+            "--customer",
+            &uuid::Uuid::now_v7().to_string(),
+            "--role",
+            "READER",
+        ],
+    );
+    assert!(!unknown_customer.status.success());
+
+    // A token minted by the binary is accepted by a server on the same data directory.
+    let token = binary(&dir, &["token", "--subject", "ops"]);
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let mut settings = <mfa_reset::config::Settings as TestSettings>::default_for_tests(format!(
+        "sqlite://{}",
+        dir.join("mfa-reset.db").display()
+    ));
+    settings.secret_file = dir.join("secret.key");
+    let app = TestApp::spawn_with(settings).await;
+    let listed = app
+        .customers()
+        .list_customers(authed(pb::ListCustomersRequest::default(), &token))
+        .await;
+    assert!(listed.is_ok(), "{listed:?}");
+    app.stop().await;
+
+    let revoked = binary(
+        &dir,
+        &[
+            "revoke",
+            "--subject",
+            "ops",
+            "--customer",
+            "*",
+            "--role",
+            "READER",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains("revoked"));
+    let roles = binary(&dir, &["roles", "--subject", "ops"]);
+    assert_eq!(
+        String::from_utf8_lossy(&roles.stdout).lines().count(),
+        1,
+        "only the header is left"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,18 @@
+//! Integration tests: the real server, started the way `main` starts it, on a random
+//! port over a fresh database per test, spoken to only through the generated gRPC
+//! clients. Each test runs on SQLite, and on PostgreSQL too when
+//! `MFA_RESET_TEST_POSTGRES_URL` is set (`.ci/run` always sets it).
+//!
+//! One test binary (modules below) so that the suite links once.
+
+#[macro_use]
+mod helpers;
+
+mod auth_tokens;
+mod customers;
+mod demo_and_cli;
+mod errors_and_validation;
+mod methods;
+mod paging;
+mod server_features;
+mod users;

@@ -1,0 +1,256 @@
+//! Users: finding them across a selection, and provisioning them.
+
+use mfa_reset::proto::v1::{self as pb};
+use prost_types::FieldMask;
+use tonic::Code;
+
+use crate::helpers::*;
+
+async fn list(app: &TestApp, request: pb::ListUsersRequest) -> Vec<pb::User> {
+    app.users()
+        .list_users(authed(request, &app.token(ADMIN)))
+        .await
+        .unwrap()
+        .into_inner()
+        .users
+}
+
+fn names(users: &[pb::User]) -> Vec<&str> {
+    users.iter().map(|u| u.display_name.as_str()).collect()
+}
+
+backend_test!(lists_users_across_the_selection_only);
+async fn lists_users_across_the_selection_only(app: &TestApp) {
+    let w = world(app).await;
+    let users = list(
+        app,
+        pb::ListUsersRequest {
+            customer_ids: vec![w.enforced.id.clone(), w.optional.id.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        names(&users),
+        [
+            "Alice Archer",
+            "Root Admin",
+            "Bob Baker",
+            "Olga Admin",
+            "Me Myself"
+        ],
+        "creation order"
+    );
+    assert!(
+        users
+            .iter()
+            .all(|u| u.customer_id == w.enforced.id || u.customer_id == w.optional.id)
+    );
+    let alice = users.iter().find(|u| u.id == w.alice.id).unwrap();
+    assert_eq!(alice.active_method_count, 2);
+    assert_eq!(alice.mfa_state, i32::from(pb::MfaState::Registered));
+    assert_eq!(alice.email, "alice.archer@example.com");
+    let bob = users.iter().find(|u| u.id == w.bob.id).unwrap();
+    assert_eq!(bob.mfa_state, i32::from(pb::MfaState::NotRegistered));
+}
+
+backend_test!(searches_by_name_or_email_prefix_and_filters_by_mfa_state);
+async fn searches_by_name_or_email_prefix_and_filters_by_mfa_state(app: &TestApp) {
+    let w = world(app).await;
+    let selection = vec![w.enforced.id.clone(), w.optional.id.clone()];
+    let by_name = list(
+        app,
+        pb::ListUsersRequest {
+            customer_ids: selection.clone(),
+            query: "ROOT".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(names(&by_name), ["Root Admin"]);
+    let by_email = list(
+        app,
+        pb::ListUsersRequest {
+            customer_ids: selection.clone(),
+            query: "bob.ba".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(names(&by_email), ["Bob Baker"]);
+    let not_infix = list(
+        app,
+        pb::ListUsersRequest {
+            customer_ids: selection.clone(),
+            query: "archer".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(not_infix.is_empty(), "prefix search, not substring");
+    let unregistered = list(
+        app,
+        pb::ListUsersRequest {
+            customer_ids: selection.clone(),
+            mfa_state: pb::MfaState::NotRegistered.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(names(&unregistered), ["Bob Baker"]);
+    let registered = list(
+        app,
+        pb::ListUsersRequest {
+            customer_ids: selection,
+            mfa_state: pb::MfaState::Registered.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        names(&registered),
+        ["Alice Archer", "Root Admin", "Olga Admin", "Me Myself"]
+    );
+}
+
+backend_test!(gets_a_user_only_inside_the_selection);
+async fn gets_a_user_only_inside_the_selection(app: &TestApp) {
+    let w = world(app).await;
+    let alice = get_user(app, &w.enforced.id, &w.alice.id).await.unwrap();
+    assert_eq!(alice.display_name, "Alice Archer");
+    assert_eq!(alice.external_subject, "alice-sub");
+    // Alice exists, but not in the selected customer: NOT_FOUND, not PERMISSION_DENIED.
+    assert_error(
+        get_user(app, &w.optional.id, &w.alice.id).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    // The stranger's customer is not one the caller may select at all.
+    assert_error(
+        get_user(app, &w.other.id, &w.stranger.id).await,
+        Code::PermissionDenied,
+        "NO_ROLE",
+    );
+}
+
+backend_test!(provisioner_creates_and_updates_users);
+async fn provisioner_creates_and_updates_users(app: &TestApp) {
+    let w = world(app).await;
+    let token = app.token(PROVISIONER);
+    let created = app
+        .users()
+        .create_user(authed(
+            pb::CreateUserRequest {
+                user: Some(pb::User {
+                    customer_id: w.optional.id.clone(),
+                    display_name: "  Nina Novak ".into(),
+                    email: "Nina.Novak@Example.com".into(),
+                    ..Default::default()
+                }),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(created.display_name, "Nina Novak");
+    assert_eq!(created.email, "nina.novak@example.com");
+    assert!(!created.is_admin);
+    assert_eq!(created.mfa_state, i32::from(pb::MfaState::NotRegistered));
+
+    let updated = app
+        .users()
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user: Some(pb::User {
+                    id: created.id.clone(),
+                    customer_id: w.optional.id.clone(),
+                    is_admin: true,
+                    display_name: "ignored, not in the mask".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["is_admin".into()],
+                }),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(updated.is_admin);
+    assert_eq!(updated.display_name, "Nina Novak");
+    let reread = get_user(app, &w.optional.id, &created.id).await.unwrap();
+    assert!(reread.is_admin);
+
+    // Updating a user through the wrong customer finds nothing.
+    let wrong = app
+        .users()
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user: Some(pb::User {
+                    id: created.id.clone(),
+                    customer_id: w.enforced.id.clone(),
+                    is_admin: false,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["is_admin".into()],
+                }),
+            },
+            &token,
+        ))
+        .await;
+    assert_error(wrong, Code::NotFound, "NOT_FOUND");
+
+    let audit = app
+        .audit()
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                customer_ids: vec![w.optional.id.clone()],
+                user_id: created.id.clone(),
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let actions: Vec<i32> = audit.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        [
+            i32::from(pb::AuditAction::UserUpdated),
+            i32::from(pb::AuditAction::UserCreated)
+        ],
+        "newest first"
+    );
+    assert!(audit.iter().all(|e| e.actor == PROVISIONER));
+}
+
+backend_test!(admins_and_readers_cannot_provision_users);
+async fn admins_and_readers_cannot_provision_users(app: &TestApp) {
+    let w = world(app).await;
+    for customer in [&w.enforced, &w.no_hardware] {
+        let refused = app
+            .users()
+            .create_user(authed(
+                pb::CreateUserRequest {
+                    user: Some(pb::User {
+                        customer_id: customer.id.clone(),
+                        display_name: "Eve".into(),
+                        email: "eve@example.com".into(),
+                        ..Default::default()
+                    }),
+                },
+                &app.token(ADMIN),
+            ))
+            .await;
+        assert_error(refused, Code::PermissionDenied, "ROLE_TOO_WEAK");
+    }
+}
