@@ -151,32 +151,41 @@ fn print_demo_help(
         &common.jwt_issuer,
         &common.jwt_audience,
     )?;
-    let ids = |names: &[&str]| {
-        names
-            .iter()
-            .filter_map(|n| seeded.customer_id(n))
-            .map(|id| format!("\"{id}\""))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let two = ids(&[demo::NORTHWIND, demo::CONTOSO]);
-    let three = ids(&[demo::NORTHWIND, demo::CONTOSO, demo::FABRIKAM]);
+    let mut exports = vec![
+        format!("export TOKEN={token}"),
+        format!("export ADDR={addr}"),
+    ];
+    for (var, name) in [
+        ("NORTHWIND", demo::NORTHWIND),
+        ("CONTOSO", demo::CONTOSO),
+        ("FABRIKAM", demo::FABRIKAM),
+        ("TAILSPIN", demo::TAILSPIN),
+    ] {
+        if let Some(id) = seeded.customer_id(name) {
+            exports.push(format!("export {var}={id}"));
+        }
+    }
+    for (var, id) in &seeded.samples {
+        exports.push(format!("export {var}={id}"));
+    }
     println!(
         r#"
 Demo data is ready. Principal `{admin}` holds PRIVILEGED_AUTHENTICATION_ADMIN in {n},
 AUTHENTICATION_ADMIN in {c}, READER in {f}, and nothing in {t}.
+Paste these lines into a shell, then follow the README's walkthrough:
 
-export TOKEN={token}
+{exports}
 
-grpcurl -plaintext -H "authorization: Bearer $TOKEN" {addr} mfareset.v1.Customers/ListCustomers
-grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"customer_ids":[{two}],"page_size":5}}' {addr} mfareset.v1.Users/ListUsers
-grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"customer_ids":[{three}]}}' {addr} mfareset.v1.Customers/DescribeSelection
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" $ADDR mfareset.v1.Customers/ListCustomers
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{{\"customer_ids\":[\"$NORTHWIND\",\"$CONTOSO\"],\"page_size\":5}}" $ADDR mfareset.v1.Users/ListUsers
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{{\"customer_ids\":[\"$NORTHWIND\",\"$CONTOSO\",\"$FABRIKAM\"]}}" $ADDR mfareset.v1.Customers/DescribeSelection
 "#,
         admin = demo::DEMO_ADMIN,
         n = demo::NORTHWIND,
         c = demo::CONTOSO,
         f = demo::FABRIKAM,
         t = demo::TAILSPIN,
+        exports = exports.join("\n"),
     );
     Ok(())
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
 use crate::{
@@ -89,10 +89,16 @@ const CUSTOMERS: [DemoCustomer; 4] = [
     },
 ];
 
-/// What the seed left in the database: the demo customers' ids by name.
+/// What the seed left in the database: the demo customers' ids by name, and a few
+/// users worth resetting in the walkthrough.
 #[derive(Clone, Debug, Default)]
 pub struct Seeded {
     customers: HashMap<&'static str, Uuid>,
+    /// Walkthrough users as (shell variable, user id): a Northwind user with MFA
+    /// (`RESET_ME`), demo-admin's own user (`SELF_USER`), a Contoso admin with MFA
+    /// (`CONTOSO_ADMIN`, protected from an AUTHENTICATION_ADMIN), and a Contoso user
+    /// without MFA (`NO_MFA`).
+    pub samples: Vec<(&'static str, Uuid)>,
 }
 
 impl Seeded {
@@ -100,6 +106,52 @@ impl Seeded {
     pub fn customer_id(&self, name: &str) -> Option<Uuid> {
         self.customers.get(name).copied()
     }
+}
+
+/// Picks the walkthrough users (see [`Seeded::samples`]) from what is stored.
+async fn pick_samples(
+    db: &impl sea_orm::ConnectionTrait,
+    seeded: &Seeded,
+) -> anyhow::Result<Vec<(&'static str, Uuid)>> {
+    let mut samples = Vec::new();
+    for (name, picks) in [
+        (
+            NORTHWIND,
+            &[
+                ("RESET_ME", false, true, false),
+                ("SELF_USER", true, true, true),
+            ][..],
+        ),
+        (
+            CONTOSO,
+            &[
+                ("CONTOSO_ADMIN", true, true, false),
+                ("NO_MFA", false, false, false),
+            ][..],
+        ),
+    ] {
+        let Some(customer) = seeded.customer_id(name) else {
+            continue;
+        };
+        let users = users::Entity::find()
+            .filter(users::Column::CustomerId.eq(customer))
+            .order_by_asc(users::Column::Id)
+            .all(db)
+            .await?;
+        let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
+        let counts = store::users::active_method_counts(db, &[customer], &ids).await?;
+        for &(var, admin, has_mfa, is_self) in picks {
+            let found = users.iter().find(|u| {
+                u.is_admin == admin
+                    && counts.contains_key(&u.id) == has_mfa
+                    && (u.external_subject.as_deref() == Some(DEMO_ADMIN)) == is_self
+            });
+            if let Some(user) = found {
+                samples.push((var, user.id));
+            }
+        }
+    }
+    Ok(samples)
 }
 
 /// Seeds the demo data; safe to run any number of times.
@@ -131,6 +183,7 @@ pub async fn seed(db: &DatabaseConnection) -> anyhow::Result<Seeded> {
         }
         seed_users(&txn, spec, customer.id, now).await?;
     }
+    seeded.samples = pick_samples(&txn, &seeded).await?;
     txn.commit().await?;
     Ok(seeded)
 }

@@ -3,7 +3,14 @@
 //! passes through, composed here and nowhere else. `main` and the tests start it the same
 //! way: [`Application::build`], then [`Application::run_until_stopped`].
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use anyhow::Context;
 use http::Request;
@@ -46,9 +53,13 @@ pub const SERVICE_NAMES: [&str; 4] = [
     <AuditLogServer<AuditLogService> as NamedService>::NAME,
 ];
 
+/// The largest header block a call may send.
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
 /// A built, bound, not yet serving application.
 pub struct Application {
     listener: TcpListener,
+    statements: Arc<AtomicU64>,
     settings: Settings,
     state: Arc<AppState>,
     verifier: Arc<TokenVerifier>,
@@ -58,9 +69,14 @@ impl Application {
     /// Opens (and migrates) the database, loads or creates the server secret, sets up
     /// token verification and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let db = store::connect(&settings.database_url)
+        let mut db = store::connect(&settings.database_url)
             .await
             .context("connecting to the database")?;
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
         store::migrate(&db)
             .await
             .context("migrating the database")?;
@@ -84,6 +100,7 @@ impl Application {
             .with_context(|| format!("binding {}", settings.listen))?;
         Ok(Application {
             listener,
+            statements,
             settings,
             state,
             verifier,
@@ -93,6 +110,12 @@ impl Application {
     /// The address the server listens on.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// How many SQL statements the server has run so far: what the scale tests and
+    /// benchmarks measure (statements must not grow with the users in a reset).
+    pub fn statement_counter(&self) -> Arc<AtomicU64> {
+        self.statements.clone()
     }
 
     /// The database pool (for seeding demo data).
@@ -176,6 +199,10 @@ impl Application {
         tracing::info!(address = %self.listener.local_addr()?, "mfa-reset serving");
         let serve = Server::builder()
             .timeout(self.settings.request_timeout)
+            // Room for the largest bearer token the verifier accepts (16 KiB) plus the
+            // other headers, so an oversized token is refused by the auth layer with a
+            // gRPC status rather than by HTTP/2 with a bare 431.
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .layer(layers)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -245,10 +272,4 @@ pub async fn shutdown_signal() {
         () = interrupt => {},
         () = terminate => {},
     }
-}
-
-/// A shutdown grace period that is never shorter than a second, so that a zero setting
-/// still lets calls already being answered flush their responses.
-pub fn effective_grace(grace: Duration) -> Duration {
-    grace.max(Duration::from_secs(1))
 }

@@ -1,15 +1,19 @@
-//! `mfareset.v1.AuthenticationMethods`. The reset RPCs are part of the contract but
-//! answer UNIMPLEMENTED until the reset engine lands.
+//! `mfareset.v1.AuthenticationMethods`. Its reset RPCs are the same engine as the
+//! Users service's, reached from the methods list.
 
 use tonic::{Request, Response, Status};
 
 use super::{
-    State, caller, convert, customers::unreachable_invalid, paging::Binding, record_customers,
-    users::mfa_state_filter, validate::Violations,
+    State, caller, convert,
+    customers::unreachable_invalid,
+    paging::Binding,
+    record_customers,
+    resets::{self, SummarizeFields},
+    users::mfa_state_filter,
+    validate::Violations,
 };
 use crate::{
     domain::{
-        DomainError,
         ids::{CustomerId, MethodId, UserId},
         methods::{self, NewMethod},
         model::{Action, MethodKind, MethodScope, Removal},
@@ -181,15 +185,38 @@ impl AuthenticationMethods for AuthenticationMethodsService {
 
     async fn summarize_mfa_reset(
         &self,
-        _request: Request<pb::AuthenticationMethodsSummarizeMfaResetRequest>,
+        request: Request<pb::AuthenticationMethodsSummarizeMfaResetRequest>,
     ) -> Result<Response<pb::AuthenticationMethodsSummarizeMfaResetResponse>, Status> {
-        Err(DomainError::Unimplemented("AuthenticationMethods.SummarizeMfaReset").into())
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let fields = SummarizeFields {
+            customer_ids: req.customer_ids,
+            user_ids: req.user_ids,
+            options: req.options,
+            reason: req.reason,
+            page_size: req.page_size,
+        };
+        let answer = resets::summarize(&self.state, &caller, fields).await?;
+        Ok(Response::new(
+            pb::AuthenticationMethodsSummarizeMfaResetResponse {
+                mfa_reset: Some(answer.mfa_reset),
+                items: answer.items,
+                next_page_token: answer.next_page_token,
+            },
+        ))
     }
 
     async fn confirm_mfa_reset(
         &self,
-        _request: Request<pb::AuthenticationMethodsConfirmMfaResetRequest>,
+        request: Request<pb::AuthenticationMethodsConfirmMfaResetRequest>,
     ) -> Result<Response<pb::AuthenticationMethodsConfirmMfaResetResponse>, Status> {
-        Err(DomainError::Unimplemented("AuthenticationMethods.ConfirmMfaReset").into())
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let reset = resets::confirm(&self.state, &caller, &req.reset_id, &req.etag).await?;
+        Ok(Response::new(
+            pb::AuthenticationMethodsConfirmMfaResetResponse {
+                mfa_reset: Some(reset),
+            },
+        ))
     }
 }

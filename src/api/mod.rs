@@ -7,6 +7,7 @@ pub mod authentication_methods;
 pub mod convert;
 pub mod customers;
 pub mod paging;
+pub mod resets;
 pub mod status;
 pub mod users;
 pub mod validate;

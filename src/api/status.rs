@@ -12,6 +12,11 @@ use crate::domain::DomainError;
 /// The `ErrorInfo.domain` of every error this service returns.
 pub const ERROR_DOMAIN: &str = "mfareset";
 
+/// Most entries in one detail list. Status details travel in HTTP/2 trailers, which
+/// clients cap at 8 to 16 KiB; a request may carry 500 customer ids or 10,000 user ids.
+/// The counts beyond are stated, so a client knows the list is cut.
+const MAX_DETAIL_ENTRIES: usize = 50;
+
 impl From<DomainError> for Status {
     fn from(err: DomainError) -> Status {
         let reason = err.reason();
@@ -19,8 +24,11 @@ impl From<DomainError> for Status {
         let mut metadata = HashMap::new();
         let (code, message) = match &err {
             DomainError::InvalidArgument(violations) => {
-                for v in violations {
+                for v in violations.iter().take(MAX_DETAIL_ENTRIES) {
                     details.add_bad_request_violation(&v.field, &v.description);
+                }
+                if violations.len() > MAX_DETAIL_ENTRIES {
+                    metadata.insert("violation_count".to_string(), violations.len().to_string());
                 }
                 (Code::InvalidArgument, err.to_string())
             }
@@ -49,20 +57,21 @@ impl From<DomainError> for Status {
                 customer_ids,
                 ..
             } => {
-                for id in customer_ids {
+                let listed = &customer_ids[..customer_ids.len().min(MAX_DETAIL_ENTRIES)];
+                for id in listed {
                     details.add_precondition_failure_violation(
                         reason,
                         format!("customers/{id}"),
-                        message,
+                        "",
                     );
                 }
                 if !customer_ids.is_empty() {
-                    metadata.insert("customer_ids".to_string(), customer_ids.join(","));
+                    metadata.insert("customer_ids".to_string(), listed.join(","));
+                    metadata.insert("customer_count".to_string(), customer_ids.len().to_string());
                 }
                 (Code::FailedPrecondition, message.clone())
             }
             DomainError::Aborted { message, .. } => (Code::Aborted, message.clone()),
-            DomainError::Unimplemented(_) => (Code::Unimplemented, err.to_string()),
             DomainError::Unavailable(source) => {
                 tracing::error!(error = %source, "database unavailable");
                 details.set_retry_info(Some(std::time::Duration::from_secs(1)));
@@ -132,7 +141,6 @@ mod tests {
                 },
                 Code::Aborted,
             ),
-            (DomainError::Unimplemented("X"), Code::Unimplemented),
             (
                 DomainError::Unavailable(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(
                     "down".into(),

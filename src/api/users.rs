@@ -1,15 +1,17 @@
-//! `mfareset.v1.Users`. The reset RPCs are part of the contract but answer
-//! UNIMPLEMENTED until the reset engine lands.
+//! `mfareset.v1.Users`.
 
 use tonic::{Request, Response, Status};
 
 use super::{
-    State, caller, convert, customers::unreachable_invalid, paging::Binding, record_customers,
+    State, caller, convert,
+    customers::unreachable_invalid,
+    paging::Binding,
+    record_customers,
+    resets::{self, SummarizeFields},
     validate::Violations,
 };
 use crate::{
     domain::{
-        DomainError,
         ids::{CustomerId, UserId},
         model::{Action, MfaState},
         paging::PageRequest,
@@ -186,36 +188,65 @@ impl Users for UsersService {
 
     async fn summarize_mfa_reset(
         &self,
-        _request: Request<pb::SummarizeMfaResetRequest>,
+        request: Request<pb::SummarizeMfaResetRequest>,
     ) -> Result<Response<pb::SummarizeMfaResetResponse>, Status> {
-        Err(DomainError::Unimplemented("Users.SummarizeMfaReset").into())
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let fields = SummarizeFields {
+            customer_ids: req.customer_ids,
+            user_ids: req.user_ids,
+            options: req.options,
+            reason: req.reason,
+            page_size: req.page_size,
+        };
+        let answer = resets::summarize(&self.state, &caller, fields).await?;
+        Ok(Response::new(pb::SummarizeMfaResetResponse {
+            mfa_reset: Some(answer.mfa_reset),
+            items: answer.items,
+            next_page_token: answer.next_page_token,
+        }))
     }
 
     async fn confirm_mfa_reset(
         &self,
-        _request: Request<pb::ConfirmMfaResetRequest>,
+        request: Request<pb::ConfirmMfaResetRequest>,
     ) -> Result<Response<pb::ConfirmMfaResetResponse>, Status> {
-        Err(DomainError::Unimplemented("Users.ConfirmMfaReset").into())
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let reset = resets::confirm(&self.state, &caller, &req.reset_id, &req.etag).await?;
+        Ok(Response::new(pb::ConfirmMfaResetResponse {
+            mfa_reset: Some(reset),
+        }))
     }
 
     async fn cancel_mfa_reset(
         &self,
-        _request: Request<pb::CancelMfaResetRequest>,
+        request: Request<pb::CancelMfaResetRequest>,
     ) -> Result<Response<pb::CancelMfaResetResponse>, Status> {
-        Err(DomainError::Unimplemented("Users.CancelMfaReset").into())
+        let caller = caller(&request)?;
+        let reset = resets::cancel(&self.state, &caller, &request.into_inner().reset_id).await?;
+        Ok(Response::new(pb::CancelMfaResetResponse {
+            mfa_reset: Some(reset),
+        }))
     }
 
     async fn get_mfa_reset(
         &self,
-        _request: Request<pb::GetMfaResetRequest>,
+        request: Request<pb::GetMfaResetRequest>,
     ) -> Result<Response<pb::GetMfaResetResponse>, Status> {
-        Err(DomainError::Unimplemented("Users.GetMfaReset").into())
+        let caller = caller(&request)?;
+        let reset = resets::get(&self.state, &caller, &request.into_inner().reset_id).await?;
+        Ok(Response::new(pb::GetMfaResetResponse {
+            mfa_reset: Some(reset),
+        }))
     }
 
     async fn list_mfa_reset_items(
         &self,
-        _request: Request<pb::ListMfaResetItemsRequest>,
+        request: Request<pb::ListMfaResetItemsRequest>,
     ) -> Result<Response<pb::ListMfaResetItemsResponse>, Status> {
-        Err(DomainError::Unimplemented("Users.ListMfaResetItems").into())
+        let caller = caller(&request)?;
+        let answer = resets::list_items(&self.state, &caller, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 }

@@ -72,9 +72,6 @@ pub enum DomainError {
         /// Human-readable explanation, naming what changed.
         message: String,
     },
-    /// The RPC exists in the contract but is not served yet.
-    #[error("{0} is not implemented yet")]
-    Unimplemented(&'static str),
     /// The database cannot be reached; retrying later may work.
     #[error("the database is unavailable")]
     Unavailable(#[source] DbErr),
@@ -84,12 +81,23 @@ pub enum DomainError {
     Internal(#[source] anyhow::Error),
 }
 
+/// Violations spelled out in the message; the BadRequest detail lists more.
+const MAX_DESCRIBED_VIOLATIONS: usize = 5;
+
 fn describe(violations: &[FieldViolation]) -> String {
-    violations
+    let mut text = violations
         .iter()
+        .take(MAX_DESCRIBED_VIOLATIONS)
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if violations.len() > MAX_DESCRIBED_VIOLATIONS {
+        text.push_str(&format!(
+            "; and {} more (see BadRequest)",
+            violations.len() - MAX_DESCRIBED_VIOLATIONS
+        ));
+    }
+    text
 }
 
 impl DomainError {
@@ -124,7 +132,6 @@ impl DomainError {
             DomainError::AlreadyExists { .. } => "ALREADY_EXISTS",
             DomainError::FailedPrecondition { reason, .. } => reason,
             DomainError::Aborted { reason, .. } => reason,
-            DomainError::Unimplemented(_) => "NOT_IMPLEMENTED",
             DomainError::Unavailable(_) => "DATABASE_UNAVAILABLE",
             DomainError::Internal(_) => "INTERNAL",
         }

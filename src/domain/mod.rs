@@ -10,6 +10,7 @@ pub mod masking;
 pub mod methods;
 pub mod model;
 pub mod paging;
+pub mod reset;
 pub mod selection;
 pub mod users;
 

@@ -35,6 +35,8 @@ macro_rules! named_enum {
     };
 }
 
+pub(crate) use named_enum;
+
 named_enum!(
     /// A customer's MFA policy.
     MfaPolicy {

@@ -277,9 +277,19 @@ impl SelectionDescription {
     }
 }
 
+/// Ids listed in a message before "and N more": a message travels in HTTP/2 trailers,
+/// which clients cap (8 to 16 KiB), and a selection may hold 500 ids.
+const MAX_LISTED_IDS: usize = 10;
+
 fn join(ids: &[CustomerId]) -> String {
-    ids.iter()
+    let mut text = ids
+        .iter()
+        .take(MAX_LISTED_IDS)
         .map(|id| id.to_string())
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if ids.len() > MAX_LISTED_IDS {
+        text.push_str(&format!(" and {} more", ids.len() - MAX_LISTED_IDS));
+    }
+    text
 }

@@ -17,28 +17,38 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     /// Only events of this action (stored name).
     pub action: Option<String>,
-    /// Only events whose id is at least this: the smallest v7 id of the start time.
+    /// Only events at or after this instant.
+    pub occurred_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events before this instant.
+    pub occurred_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// A lower id bound implied by `occurred_from` (v7 ids carry their time), so that
+    /// the `(customer_id, id)` index narrows the scan.
     pub min_id: Option<Uuid>,
-    /// Only events whose id is below this: the smallest v7 id of the end time.
+    /// An upper id bound implied by `occurred_before`, likewise.
     pub max_id_exclusive: Option<Uuid>,
 }
 
-/// Inserts events with one multi-row statement.
+/// Inserts events with one multi-row statement per [`super::resets::CHUNK`] events.
 pub async fn insert_many(db: &impl ConnectionTrait, events: Vec<Model>) -> Result<(), DbErr> {
-    if events.is_empty() {
-        return Ok(());
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let chunk: Vec<ActiveModel> = events
+            .by_ref()
+            .take(super::resets::CHUNK)
+            .map(ActiveModel::from)
+            .collect();
+        Entity::insert_many(chunk)
+            .exec_without_returning(db)
+            .await?;
     }
-    Entity::insert_many(events.into_iter().map(ActiveModel::from))
-        .exec_without_returning(db)
-        .await?;
     Ok(())
 }
 
 /// One page of events of `customer_ids`, newest first (ids before `before`).
 ///
-/// Time bounds are id bounds: ids are v7 UUIDs whose leading bits are the creation
-/// time, so a time range is an id range that the `(customer_id, id)` indexes serve on
-/// both backends, without comparing timestamps that SQLite keeps as text.
+/// Time bounds are applied exactly on `occurred_at`, and also as a coarser id range
+/// (ids are v7 UUIDs whose leading bits are the creation time) that the
+/// `(customer_id, id)` indexes serve.
 pub async fn list(
     db: &impl ConnectionTrait,
     customer_ids: &[Uuid],
@@ -55,6 +65,12 @@ pub async fn list(
     }
     if let Some(action) = &filter.action {
         query = query.filter(Column::Action.eq(action.as_str()));
+    }
+    if let Some(from) = filter.occurred_from {
+        query = query.filter(Column::OccurredAt.gte(from));
+    }
+    if let Some(before) = filter.occurred_before {
+        query = query.filter(Column::OccurredAt.lt(before));
     }
     if let Some(min_id) = filter.min_id {
         query = query.filter(Column::Id.gte(min_id));

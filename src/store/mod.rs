@@ -11,6 +11,7 @@ pub mod customers;
 pub mod entities;
 pub mod methods;
 pub mod migration;
+pub mod resets;
 pub mod roles;
 pub mod users;
 

@@ -74,12 +74,20 @@ pub async fn run<F>(backend: Backend, test: F)
 where
     F: for<'a> FnOnce(&'a TestApp) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
 {
+    run_with(backend, Settings::default_for_tests, test).await
+}
+
+/// [`run`] with settings of the test's choosing.
+pub async fn run_with<F>(backend: Backend, settings: fn(String) -> Settings, test: F)
+where
+    F: for<'a> FnOnce(&'a TestApp) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+{
     init_logs();
     let Some(database) = TestDatabase::create(backend).await else {
         eprintln!("{POSTGRES_URL_VAR} is not set: skipping the PostgreSQL run of this test");
         return;
     };
-    let app = TestApp::spawn_on(database.url.clone(), Settings::default_for_tests).await;
+    let app = TestApp::spawn_on(database.url.clone(), settings).await;
     let outcome = AssertUnwindSafe(test(&app)).catch_unwind().await;
     app.stop().await;
     database.drop_now().await;
@@ -212,6 +220,8 @@ pub struct TestApp {
     pub secret: ServerSecret,
     /// The server's database, for operator actions (grants) and assertions.
     pub db: DatabaseConnection,
+    /// SQL statements the server has run.
+    pub statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -232,6 +242,7 @@ impl TestApp {
             .await
             .expect("build the application");
         let addr = app.local_addr().expect("local address");
+        let statements = app.statement_counter();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -254,6 +265,7 @@ impl TestApp {
             channel,
             secret,
             db,
+            statements,
             stop: Some(stop),
             handle: Some(handle),
         }

@@ -14,5 +14,7 @@ mod demo_and_cli;
 mod errors_and_validation;
 mod methods;
 mod paging;
+mod reset_guarantees;
+mod resets;
 mod server_features;
 mod users;

@@ -21,6 +21,10 @@ pub struct Model {
     pub user_id: Uuid,
     /// Order within the reset, from 0; unique per reset.
     pub position: i32,
+    /// The user's display name when the summary was made.
+    pub display_name: String,
+    /// Whether the user was an admin when the summary was made (a change makes the plan stale).
+    pub is_admin: bool,
     /// Why the user is skipped, or `None` when the user is reset.
     #[sea_orm(column_type = "String(StringLen::N(32))")]
     pub skip_reason: Option<String>,

@@ -38,6 +38,9 @@ pub struct Model {
     pub confirmed_at: Option<DateTimeUtc>,
     /// When the reset was cancelled.
     pub cancelled_at: Option<DateTimeUtc>,
+    /// JSON: the totals and per-customer summary shown when the reset was summarized.
+    #[sea_orm(column_type = "Text")]
+    pub summary: String,
 }
 
 /// A reset has its customers and its items.

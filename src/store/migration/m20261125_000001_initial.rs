@@ -330,6 +330,7 @@ async fn create_mfa_resets(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
                 .col(timestamp(MfaResets::ExpiresAt).not_null())
                 .col(timestamp(MfaResets::ConfirmedAt).null())
                 .col(timestamp(MfaResets::CancelledAt).null())
+                .col(ColumnDef::new(MfaResets::Summary).text().not_null())
                 .to_owned(),
         )
         .await?;
@@ -392,6 +393,12 @@ async fn create_mfa_reset_items(manager: &SchemaManager<'_>) -> Result<(), DbErr
                 .col(ColumnDef::new(MfaResetItems::CustomerId).uuid().not_null())
                 .col(ColumnDef::new(MfaResetItems::UserId).uuid().not_null())
                 .col(ColumnDef::new(MfaResetItems::Position).integer().not_null())
+                .col(
+                    ColumnDef::new(MfaResetItems::DisplayName)
+                        .string()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(MfaResetItems::IsAdmin).boolean().not_null())
                 .col(
                     ColumnDef::new(MfaResetItems::SkipReason)
                         .string_len(32)
@@ -626,6 +633,7 @@ enum MfaResets {
     ExpiresAt,
     ConfirmedAt,
     CancelledAt,
+    Summary,
 }
 
 #[derive(DeriveIden)]
@@ -642,6 +650,8 @@ enum MfaResetItems {
     CustomerId,
     UserId,
     Position,
+    DisplayName,
+    IsAdmin,
     SkipReason,
     PlannedMethods,
 }

@@ -1,0 +1,440 @@
+//! Planning a reset: what happens to each method of each user, who is skipped and why,
+//! and what changed between a stored plan and the state now. Pure functions over loaded
+//! rows, so the rules are tested without a database and the summary and the confirm
+//! cannot disagree: both call [`plan_user`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use sha2::{Digest, Sha256};
+
+use super::{Disposition, PlanItem, PlannedMethod, ResetOptions, SkipReason};
+use crate::domain::{
+    ids::{CustomerId, ResetId},
+    masking::mask_label,
+    model::{
+        Customer, Method, MethodKind, MethodScope, MethodState, MfaPolicy, Removal, ResetScope,
+    },
+};
+
+/// The facts about one user that decide their plan.
+#[derive(Clone, Debug)]
+pub struct UserFacts {
+    /// The user.
+    pub id: crate::domain::ids::UserId,
+    /// Their customer.
+    pub customer_id: CustomerId,
+    /// Display name (shown in the summary).
+    pub display_name: String,
+    /// Admin of their customer.
+    pub is_admin: bool,
+    /// Their sign-in subject, compared with the caller's for SELF.
+    pub external_subject: Option<String>,
+}
+
+/// Whether `method` falls inside the reset's options.
+fn in_scope(method: &Method, options: &ResetOptions) -> bool {
+    method.state == MethodState::Active
+        && (options.scope == ResetScope::All || method.scope == MethodScope::Org)
+        && (options.method_kinds.is_empty() || options.method_kinds.contains(&method.kind))
+}
+
+/// Plans one user. Skip reasons are checked in the order SELF, PROTECTED_ADMIN,
+/// NOT_ENROLLED; a skipped user keeps every method.
+pub fn plan_user(
+    user: &UserFacts,
+    methods: &[Method],
+    options: &ResetOptions,
+    caller_subject: &str,
+    may_reset_admins: bool,
+) -> PlanItem {
+    let skip_reason = if user.external_subject.as_deref() == Some(caller_subject) {
+        Some(SkipReason::SelfUser)
+    } else if user.is_admin && !may_reset_admins {
+        Some(SkipReason::ProtectedAdmin)
+    } else if !methods.iter().any(|m| in_scope(m, options)) {
+        Some(SkipReason::NotEnrolled)
+    } else {
+        None
+    };
+    let methods = methods
+        .iter()
+        .map(|m| PlannedMethod {
+            id: m.id,
+            kind: m.kind,
+            scope: m.scope,
+            state: m.state,
+            label: mask_label(m.kind, &m.label),
+            disposition: match (skip_reason, in_scope(m, options)) {
+                (None, true) => match m.kind.removal() {
+                    Removal::Delete => Disposition::Delete,
+                    Removal::Deactivate => Disposition::Deactivate,
+                },
+                _ => Disposition::Keep,
+            },
+        })
+        .collect();
+    PlanItem {
+        customer_id: user.customer_id,
+        user_id: user.id,
+        display_name: user.display_name.clone(),
+        is_admin: user.is_admin,
+        skip_reason,
+        methods,
+    }
+}
+
+/// Whether a planned user will have to register MFA again: their customer enforces MFA
+/// and no active method is left to them.
+pub fn registration_required_after(item: &PlanItem, policy: MfaPolicy) -> bool {
+    policy == MfaPolicy::Enforced
+        && !item
+            .methods
+            .iter()
+            .any(|m| m.state == MethodState::Active && m.disposition == Disposition::Keep)
+}
+
+/// One customer's part of a summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomerSummary {
+    /// Customer.
+    pub customer_id: CustomerId,
+    /// Name when summarized.
+    pub customer_name: String,
+    /// Policy when summarized.
+    pub mfa_policy: MfaPolicy,
+    /// Users whose MFA changes.
+    pub users_to_reset: u32,
+    /// Users left alone.
+    pub users_skipped: u32,
+    /// Deleted methods by kind.
+    pub methods_to_delete: BTreeMap<MethodKind, u32>,
+    /// Deactivated methods by kind.
+    pub methods_to_deactivate: BTreeMap<MethodKind, u32>,
+}
+
+/// Totals of a summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Users named.
+    pub users_requested: u32,
+    /// Users whose MFA changes.
+    pub users_to_reset: u32,
+    /// Users left alone.
+    pub users_skipped: u32,
+    /// Methods deleted.
+    pub methods_to_delete: u32,
+    /// Methods deactivated.
+    pub methods_to_deactivate: u32,
+    /// Methods kept.
+    pub methods_to_keep: u32,
+}
+
+/// The reviewed summary: per customer (in selection order) and in total.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Per customer.
+    pub customers: Vec<CustomerSummary>,
+    /// Totals.
+    pub totals: Totals,
+}
+
+/// Summarizes `items` over the selected `customers`.
+pub fn summarize(customers: &[Customer], items: &[PlanItem]) -> Summary {
+    let mut per: Vec<CustomerSummary> = customers
+        .iter()
+        .map(|c| CustomerSummary {
+            customer_id: c.id,
+            customer_name: c.name.clone(),
+            mfa_policy: c.mfa_policy,
+            users_to_reset: 0,
+            users_skipped: 0,
+            methods_to_delete: BTreeMap::new(),
+            methods_to_deactivate: BTreeMap::new(),
+        })
+        .collect();
+    let index: HashMap<CustomerId, usize> = per
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.customer_id, i))
+        .collect();
+    let mut totals = Totals {
+        users_requested: items.len() as u32,
+        ..Totals::default()
+    };
+    for item in items {
+        let Some(&i) = index.get(&item.customer_id) else {
+            continue;
+        };
+        let summary = &mut per[i];
+        if item.skip_reason.is_some() {
+            summary.users_skipped += 1;
+            totals.users_skipped += 1;
+        } else {
+            summary.users_to_reset += 1;
+            totals.users_to_reset += 1;
+        }
+        for m in &item.methods {
+            match m.disposition {
+                Disposition::Delete => {
+                    *summary.methods_to_delete.entry(m.kind).or_default() += 1;
+                    totals.methods_to_delete += 1;
+                }
+                Disposition::Deactivate => {
+                    *summary.methods_to_deactivate.entry(m.kind).or_default() += 1;
+                    totals.methods_to_deactivate += 1;
+                }
+                Disposition::Keep => totals.methods_to_keep += 1,
+            }
+        }
+    }
+    Summary {
+        customers: per,
+        totals,
+    }
+}
+
+/// The etag of a plan: a digest of the reset id, its options and reason, each
+/// customer's policy, and every planned item. Any change to what the confirm would do
+/// changes it; another summary of the same state gets another etag.
+pub fn etag(
+    reset_id: ResetId,
+    options: &ResetOptions,
+    reason: &str,
+    customers: &[Customer],
+    items: &[PlanItem],
+) -> String {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    field(reset_id.uuid().as_bytes());
+    field(options.scope.as_str().as_bytes());
+    field(MethodKind::format_list(&options.method_kinds).as_bytes());
+    field(reason.as_bytes());
+    for c in customers {
+        field(c.id.uuid().as_bytes());
+        field(c.mfa_policy.as_str().as_bytes());
+    }
+    for item in items {
+        field(item.user_id.uuid().as_bytes());
+        field(&[u8::from(item.is_admin)]);
+        field(
+            item.skip_reason
+                .map(|r| r.as_str())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        for m in &item.methods {
+            field(m.id.uuid().as_bytes());
+            field(m.kind.as_str().as_bytes());
+            field(m.scope.as_str().as_bytes());
+            field(m.state.as_str().as_bytes());
+            field(m.disposition.as_str().as_bytes());
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// What differs between the stored plan of a user and the plan the state now gives, in
+/// words for the ABORTED message. Empty when nothing the confirm would do has changed.
+pub fn changes(stored: &PlanItem, current: Option<&PlanItem>) -> Vec<String> {
+    let user = stored.user_id;
+    let Some(current) = current else {
+        return vec![format!("user {user} no longer exists")];
+    };
+    let mut changes = Vec::new();
+    if stored.is_admin != current.is_admin {
+        changes.push(format!(
+            "user {user} admin flag changed to {}",
+            current.is_admin
+        ));
+    }
+    let before: HashMap<_, _> = stored.methods.iter().map(|m| (m.id, m)).collect();
+    let after: HashMap<_, _> = current.methods.iter().map(|m| (m.id, m)).collect();
+    for m in &stored.methods {
+        match after.get(&m.id) {
+            None => changes.push(format!(
+                "method {} ({}) of user {user} was removed",
+                m.id, m.kind
+            )),
+            Some(now) if (now.kind, now.scope, now.state) != (m.kind, m.scope, m.state) => changes
+                .push(format!(
+                    "method {} ({}) of user {user} changed",
+                    m.id, m.kind
+                )),
+            Some(_) => {}
+        }
+    }
+    for m in &current.methods {
+        if !before.contains_key(&m.id) {
+            changes.push(format!(
+                "method {} ({}) of user {user} was added",
+                m.id, m.kind
+            ));
+        }
+    }
+    if changes.is_empty()
+        && (stored.skip_reason, dispositions(stored))
+            != (current.skip_reason, dispositions(current))
+    {
+        changes.push(format!("the plan for user {user} changed"));
+    }
+    changes
+}
+
+fn dispositions(item: &PlanItem) -> Vec<Disposition> {
+    item.methods.iter().map(|m| m.disposition).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::ids::{MethodId, UserId};
+
+    fn method(kind: MethodKind, scope: MethodScope) -> Method {
+        Method {
+            id: MethodId::new(),
+            customer_id: CustomerId::new(),
+            user_id: UserId::new(),
+            kind,
+            scope,
+            label: "+1 555 123 4567".into(),
+            state: MethodState::Active,
+            has_secret_ref: false,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn user(is_admin: bool, subject: &str) -> UserFacts {
+        UserFacts {
+            id: UserId::new(),
+            customer_id: CustomerId::new(),
+            display_name: "U".into(),
+            is_admin,
+            external_subject: Some(subject.into()),
+        }
+    }
+
+    const ALL: ResetOptions = ResetOptions {
+        scope: ResetScope::All,
+        method_kinds: Vec::new(),
+    };
+
+    #[test]
+    fn hardware_tokens_are_deactivated_and_the_rest_deleted() {
+        let methods = [
+            method(MethodKind::HardwareOath, MethodScope::Org),
+            method(MethodKind::Phone, MethodScope::User),
+        ];
+        let item = plan_user(&user(false, "u"), &methods, &ALL, "caller", false);
+        assert_eq!(item.skip_reason, None);
+        let d: Vec<_> = item.methods.iter().map(|m| m.disposition).collect();
+        assert_eq!(d, [Disposition::Deactivate, Disposition::Delete]);
+        assert_eq!(
+            item.methods[1].label, "+1 ••• ••• 4567",
+            "labels are stored masked"
+        );
+    }
+
+    #[test]
+    fn skip_reasons_come_in_order_self_admin_not_enrolled() {
+        let methods = [method(MethodKind::Phone, MethodScope::User)];
+        assert_eq!(
+            plan_user(&user(true, "caller"), &methods, &ALL, "caller", false).skip_reason,
+            Some(SkipReason::SelfUser)
+        );
+        assert_eq!(
+            plan_user(&user(true, "u"), &methods, &ALL, "caller", false).skip_reason,
+            Some(SkipReason::ProtectedAdmin)
+        );
+        assert_eq!(
+            plan_user(&user(true, "u"), &methods, &ALL, "caller", true).skip_reason,
+            None
+        );
+        assert_eq!(
+            plan_user(&user(false, "u"), &[], &ALL, "caller", false).skip_reason,
+            Some(SkipReason::NotEnrolled)
+        );
+    }
+
+    #[test]
+    fn org_level_and_kind_options_narrow_what_is_reset() {
+        let methods = [
+            method(MethodKind::Phone, MethodScope::User),
+            method(MethodKind::Fido2, MethodScope::Org),
+        ];
+        let org = ResetOptions {
+            scope: ResetScope::OrgLevel,
+            method_kinds: vec![],
+        };
+        let item = plan_user(&user(false, "u"), &methods, &org, "caller", false);
+        let d: Vec<_> = item.methods.iter().map(|m| m.disposition).collect();
+        assert_eq!(d, [Disposition::Keep, Disposition::Delete]);
+        let phones = ResetOptions {
+            scope: ResetScope::All,
+            method_kinds: vec![MethodKind::Phone],
+        };
+        let item = plan_user(&user(false, "u"), &methods, &phones, "caller", false);
+        let d: Vec<_> = item.methods.iter().map(|m| m.disposition).collect();
+        assert_eq!(d, [Disposition::Delete, Disposition::Keep]);
+        let email_only = ResetOptions {
+            scope: ResetScope::All,
+            method_kinds: vec![MethodKind::Email],
+        };
+        assert_eq!(
+            plan_user(&user(false, "u"), &methods, &email_only, "c", false).skip_reason,
+            Some(SkipReason::NotEnrolled)
+        );
+    }
+
+    #[test]
+    fn registration_is_required_only_under_enforced_policy_with_nothing_left() {
+        let methods = [
+            method(MethodKind::Phone, MethodScope::User),
+            method(MethodKind::Fido2, MethodScope::Org),
+        ];
+        let all = plan_user(&user(false, "u"), &methods, &ALL, "caller", false);
+        assert!(registration_required_after(&all, MfaPolicy::Enforced));
+        assert!(!registration_required_after(&all, MfaPolicy::Optional));
+        let org = ResetOptions {
+            scope: ResetScope::OrgLevel,
+            method_kinds: vec![],
+        };
+        let partial = plan_user(&user(false, "u"), &methods, &org, "caller", false);
+        assert!(!registration_required_after(&partial, MfaPolicy::Enforced));
+    }
+
+    #[test]
+    fn changes_name_added_removed_and_admin_flag() {
+        let facts = user(false, "u");
+        let phone = method(MethodKind::Phone, MethodScope::User);
+        let stored = plan_user(&facts, std::slice::from_ref(&phone), &ALL, "c", true);
+        assert!(changes(&stored, Some(&stored.clone())).is_empty());
+        let added = plan_user(
+            &facts,
+            &[phone.clone(), method(MethodKind::Email, MethodScope::User)],
+            &ALL,
+            "c",
+            true,
+        );
+        assert!(changes(&stored, Some(&added))[0].contains("was added"));
+        let removed = plan_user(&facts, &[], &ALL, "c", true);
+        assert!(changes(&stored, Some(&removed))[0].contains("was removed"));
+        let promoted = plan_user(
+            &UserFacts {
+                is_admin: true,
+                ..facts.clone()
+            },
+            &[phone],
+            &ALL,
+            "c",
+            true,
+        );
+        assert!(changes(&stored, Some(&promoted))[0].contains("admin flag"));
+        assert!(changes(&stored, None)[0].contains("no longer exists"));
+    }
+}

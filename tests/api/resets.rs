@@ -1,0 +1,867 @@
+//! The two-phase MFA reset: what a summary shows, what a confirm does, and the rules
+//! both keep.
+
+use mfa_reset::proto::v1::{self as pb};
+use prost_types::FieldMask;
+use tonic::Code;
+
+use crate::helpers::*;
+
+fn summarize_request(
+    customers: &[&pb::Customer],
+    users: &[&pb::User],
+) -> pb::SummarizeMfaResetRequest {
+    pb::SummarizeMfaResetRequest {
+        customer_ids: customers.iter().map(|c| c.id.clone()).collect(),
+        user_ids: users.iter().map(|u| u.id.clone()).collect(),
+        options: None,
+        reason: "lost phone".into(),
+        page_size: 0,
+    }
+}
+
+async fn summarize(
+    app: &TestApp,
+    subject: &str,
+    request: pb::SummarizeMfaResetRequest,
+) -> Result<pb::SummarizeMfaResetResponse, tonic::Status> {
+    app.users()
+        .summarize_mfa_reset(authed(request, &app.token(subject)))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn confirm(
+    app: &TestApp,
+    subject: &str,
+    reset: &pb::MfaReset,
+) -> Result<pb::MfaReset, tonic::Status> {
+    app.users()
+        .confirm_mfa_reset(authed(
+            pb::ConfirmMfaResetRequest {
+                reset_id: reset.id.clone(),
+                etag: reset.etag.clone(),
+            },
+            &app.token(subject),
+        ))
+        .await
+        .map(|r| r.into_inner().mfa_reset.expect("reset"))
+}
+
+async fn methods_of(app: &TestApp, user: &pb::User) -> Vec<pb::AuthenticationMethod> {
+    app.methods()
+        .list_authentication_methods(authed(
+            pb::ListAuthenticationMethodsRequest {
+                customer_ids: vec![user.customer_id.clone()],
+                user_id: user.id.clone(),
+            },
+            &app.token(PROVISIONER),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .methods
+}
+
+fn item<'a>(summary: &'a pb::SummarizeMfaResetResponse, user: &pb::User) -> &'a pb::MfaResetItem {
+    summary
+        .items
+        .iter()
+        .find(|i| i.user_id == user.id)
+        .expect("item for user")
+}
+
+fn dispositions(item: &pb::MfaResetItem) -> Vec<(pb::MethodKind, pb::MethodDisposition)> {
+    item.methods
+        .iter()
+        .map(|m| {
+            (
+                pb::MethodKind::try_from(m.kind).unwrap(),
+                pb::MethodDisposition::try_from(m.disposition).unwrap(),
+            )
+        })
+        .collect()
+}
+
+backend_test!(summary_shows_every_method_and_every_skip_across_customers);
+async fn summary_shows_every_method_and_every_skip_across_customers(app: &TestApp) {
+    let w = world(app).await;
+    let summary = summarize(
+        app,
+        ADMIN,
+        summarize_request(
+            &[&w.enforced, &w.optional],
+            &[&w.alice, &w.root, &w.bob, &w.olga, &w.me],
+        ),
+    )
+    .await
+    .unwrap();
+    let reset = summary.mfa_reset.as_ref().unwrap();
+    assert_eq!(reset.state, i32::from(pb::MfaResetState::Pending));
+    assert_eq!(reset.requested_by, ADMIN);
+    assert_eq!(reset.reason, "lost phone");
+    assert!(!reset.etag.is_empty());
+    let ttl = reset.expires_at.unwrap().seconds - reset.created_at.unwrap().seconds;
+    assert_eq!(ttl, 900, "15 minutes by default");
+
+    use pb::{MethodDisposition as D, MethodKind as K, SkipReason as S};
+    // PRIVILEGED in `enforced`: Alice and the admin Root are reset; the hardware token is
+    // deactivated, not deleted.
+    assert_eq!(
+        item(&summary, &w.alice).skip_reason,
+        i32::from(S::Unspecified)
+    );
+    assert_eq!(
+        dispositions(item(&summary, &w.alice)),
+        [(K::Phone, D::Delete), (K::Email, D::Delete)]
+    );
+    assert_eq!(
+        dispositions(item(&summary, &w.root)),
+        [(K::Fido2, D::Delete), (K::HardwareOath, D::Deactivate)]
+    );
+    // The caller's own user is skipped.
+    assert_eq!(item(&summary, &w.me).skip_reason, i32::from(S::Self_));
+    assert_eq!(
+        dispositions(item(&summary, &w.me)),
+        [(K::SoftwareOath, D::Keep)]
+    );
+    // AUTHENTICATION_ADMIN in `optional`: the admin Olga is protected; Bob has no MFA.
+    assert_eq!(
+        item(&summary, &w.olga).skip_reason,
+        i32::from(S::ProtectedAdmin)
+    );
+    assert_eq!(
+        item(&summary, &w.bob).skip_reason,
+        i32::from(S::NotEnrolled)
+    );
+    // Labels are masked in the summary too.
+    assert_eq!(item(&summary, &w.alice).methods[0].label, "+1 ••• ••• 4567");
+
+    let totals = reset.totals.as_ref().unwrap();
+    assert_eq!(
+        (
+            totals.users_requested,
+            totals.users_to_reset,
+            totals.users_skipped
+        ),
+        (5, 2, 3)
+    );
+    assert_eq!(
+        (
+            totals.methods_to_delete,
+            totals.methods_to_deactivate,
+            totals.methods_to_keep
+        ),
+        (3, 1, 2)
+    );
+    let enforced = &reset.customers[0];
+    assert_eq!(enforced.customer_name, "Enforced Co");
+    assert_eq!((enforced.users_to_reset, enforced.users_skipped), (2, 1));
+    assert_eq!(
+        enforced.next_step,
+        i32::from(pb::NextStep::RegisterAtNextSignIn)
+    );
+    assert_eq!(
+        enforced.methods_to_deactivate,
+        [pb::MethodKindCount {
+            kind: K::HardwareOath.into(),
+            count: 1
+        }]
+    );
+    let optional = &reset.customers[1];
+    assert_eq!(optional.next_step, i32::from(pb::NextStep::NoneMfaOff));
+    assert_eq!((optional.users_to_reset, optional.users_skipped), (0, 2));
+
+    // A summary changes nothing.
+    assert_eq!(methods_of(app, &w.alice).await.len(), 2);
+}
+
+backend_test!(confirm_applies_exactly_the_summary_with_an_audit_event_per_user);
+async fn confirm_applies_exactly_the_summary_with_an_audit_event_per_user(app: &TestApp) {
+    let w = world(app).await;
+    let summary = summarize(
+        app,
+        ADMIN,
+        summarize_request(
+            &[&w.enforced, &w.optional],
+            &[&w.alice, &w.root, &w.bob, &w.olga],
+        ),
+    )
+    .await
+    .unwrap();
+    let pending = summary.mfa_reset.unwrap();
+    let confirmed = confirm(app, ADMIN, &pending).await.unwrap();
+    assert_eq!(confirmed.state, i32::from(pb::MfaResetState::Confirmed));
+    assert!(confirmed.confirmed_at.is_some());
+    assert_eq!(confirmed.totals, pending.totals);
+
+    assert!(methods_of(app, &w.alice).await.is_empty());
+    let root_methods = methods_of(app, &w.root).await;
+    assert_eq!(root_methods.len(), 1, "the hardware token stays");
+    assert_eq!(
+        root_methods[0].state,
+        i32::from(pb::MethodState::Deactivated)
+    );
+    assert_eq!(
+        methods_of(app, &w.olga).await.len(),
+        1,
+        "the protected admin keeps her method"
+    );
+
+    let alice = get_user(app, &w.enforced.id, &w.alice.id).await.unwrap();
+    assert!(
+        alice.mfa_registration_required,
+        "ENFORCED: must register again"
+    );
+    assert_eq!(
+        alice.mfa_state,
+        i32::from(pb::MfaState::RegistrationRequired)
+    );
+    assert!(alice.mfa_reset_at.is_some());
+    let olga = get_user(app, &w.optional.id, &w.olga.id).await.unwrap();
+    assert!(olga.mfa_reset_at.is_none(), "skipped users are untouched");
+
+    let events = app
+        .audit()
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                customer_ids: vec![w.enforced.id.clone(), w.optional.id.clone()],
+                action: pb::AuditAction::MfaReset.into(),
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let mut users: Vec<&str> = events.iter().map(|e| e.user_id.as_str()).collect();
+    users.sort();
+    let mut expected = vec![w.alice.id.as_str(), w.root.id.as_str()];
+    expected.sort();
+    assert_eq!(
+        users, expected,
+        "one event per affected user, none for skipped ones"
+    );
+    for event in &events {
+        assert_eq!(event.reset_id, pending.id);
+        assert_eq!(event.reason, "lost phone");
+        assert_eq!(event.actor, ADMIN);
+        assert!(!event.request_id.is_empty());
+    }
+    let root_event = events.iter().find(|e| e.user_id == w.root.id).unwrap();
+    let details = format!("{:?}", root_event.details);
+    assert!(
+        details.contains("HARDWARE_OATH") && details.contains("FIDO2"),
+        "{details}"
+    );
+}
+
+backend_test!(an_optional_policy_turns_mfa_off_without_requiring_registration);
+async fn an_optional_policy_turns_mfa_off_without_requiring_registration(app: &TestApp) {
+    let w = world(app).await;
+    let carl = app
+        .create_user(&w.optional.id, "Carl Cole", false, "")
+        .await;
+    app.register_method(
+        &carl,
+        pb::MethodKind::Fido2,
+        pb::MethodScope::User,
+        "Titan Key",
+    )
+    .await;
+    let pending = summarize(app, ADMIN, summarize_request(&[&w.optional], &[&carl]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    confirm(app, ADMIN, &pending).await.unwrap();
+    let carl = get_user(app, &w.optional.id, &carl.id).await.unwrap();
+    assert!(!carl.mfa_registration_required);
+    assert_eq!(carl.mfa_state, i32::from(pb::MfaState::NotRegistered));
+    assert!(carl.mfa_reset_at.is_some());
+}
+
+backend_test!(org_level_and_kind_options_reset_only_what_they_name);
+async fn org_level_and_kind_options_reset_only_what_they_name(app: &TestApp) {
+    let w = world(app).await;
+    let mut request = summarize_request(&[&w.enforced], &[&w.alice]);
+    request.options = Some(pb::MfaResetOptions {
+        scope: pb::ResetScope::OrgLevel.into(),
+        method_kinds: vec![],
+    });
+    let summary = summarize(app, ADMIN, request).await.unwrap();
+    use pb::{MethodDisposition as D, MethodKind as K};
+    assert_eq!(
+        dispositions(item(&summary, &w.alice)),
+        [(K::Phone, D::Delete), (K::Email, D::Keep)]
+    );
+    confirm(app, ADMIN, summary.mfa_reset.as_ref().unwrap())
+        .await
+        .unwrap();
+    let left = methods_of(app, &w.alice).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].kind, i32::from(K::Email));
+    let alice = get_user(app, &w.enforced.id, &w.alice.id).await.unwrap();
+    assert!(!alice.mfa_registration_required, "an active method is left");
+
+    let mut request = summarize_request(&[&w.enforced], &[&w.root]);
+    request.options = Some(pb::MfaResetOptions {
+        scope: 0,
+        method_kinds: vec![K::Fido2.into()],
+    });
+    let summary = summarize(app, ADMIN, request).await.unwrap();
+    assert_eq!(
+        dispositions(item(&summary, &w.root)),
+        [(K::Fido2, D::Delete), (K::HardwareOath, D::Keep)]
+    );
+}
+
+backend_test!(options_not_common_to_the_selection_are_refused_naming_the_customers);
+async fn options_not_common_to_the_selection_are_refused_naming_the_customers(app: &TestApp) {
+    let w = world(app).await;
+    app.grant(ADMIN, Some(&w.no_hardware.id), "AUTHENTICATION_ADMIN")
+        .await;
+    let mut request = summarize_request(&[&w.enforced, &w.optional, &w.no_hardware], &[&w.alice]);
+    request.options = Some(pb::MfaResetOptions {
+        scope: pb::ResetScope::OrgLevel.into(),
+        method_kinds: vec![pb::MethodKind::HardwareOath.into()],
+    });
+    let status = assert_error(
+        summarize(app, ADMIN, request).await,
+        Code::FailedPrecondition,
+        "OPTION_NOT_COMMON",
+    );
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    let mut named: Vec<&str> = details.error_info().unwrap().metadata["customer_ids"]
+        .split(',')
+        .collect();
+    named.sort();
+    let mut expected = vec![w.optional.id.as_str(), w.no_hardware.id.as_str()];
+    expected.sort();
+    assert_eq!(named, expected);
+    assert!(status.message().contains("ORG_LEVEL") && status.message().contains("HARDWARE_OATH"));
+    // DescribeSelection gives the same answer as gaps.
+    let described = app
+        .customers()
+        .describe_selection(authed(
+            pb::DescribeSelectionRequest {
+                customer_ids: vec![
+                    w.enforced.id.clone(),
+                    w.optional.id.clone(),
+                    w.no_hardware.id.clone(),
+                ],
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let gap = described
+        .gaps
+        .iter()
+        .find(|g| {
+            g.item
+                == Some(pb::selection_gap::Item::ResetScope(
+                    pb::ResetScope::OrgLevel.into(),
+                ))
+        })
+        .unwrap();
+    assert!(gap.customer_ids.contains(&w.optional.id));
+}
+
+backend_test!(selection_rules_hold_for_resets);
+async fn selection_rules_hold_for_resets(app: &TestApp) {
+    let w = world(app).await;
+    // A customer without a role in the selection.
+    let denied = summarize(
+        app,
+        ADMIN,
+        summarize_request(&[&w.enforced, &w.other], &[&w.alice]),
+    )
+    .await;
+    assert_error(denied, Code::PermissionDenied, "NO_ROLE");
+    // A user who exists, but in another customer.
+    let outside = summarize(
+        app,
+        ADMIN,
+        summarize_request(&[&w.enforced], &[&w.alice, &w.olga]),
+    )
+    .await;
+    let status = assert_error(outside, Code::NotFound, "NOT_FOUND");
+    assert!(status.message().contains(&w.olga.id));
+    // READER cannot summarize.
+    let reader = summarize(
+        app,
+        ADMIN,
+        summarize_request(&[&w.no_hardware], &[&w.alice]),
+    )
+    .await;
+    assert_error(reader, Code::PermissionDenied, "ROLE_TOO_WEAK");
+}
+
+backend_test!(only_the_requester_confirms_or_cancels);
+async fn only_the_requester_confirms_or_cancels(app: &TestApp) {
+    let w = world(app).await;
+    let pending = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.alice]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    app.grant(
+        "colleague",
+        Some(&w.enforced.id),
+        "PRIVILEGED_AUTHENTICATION_ADMIN",
+    )
+    .await;
+    assert_error(
+        confirm(app, "colleague", &pending).await,
+        Code::FailedPrecondition,
+        "NOT_RESET_REQUESTER",
+    );
+    let cancel = app
+        .users()
+        .cancel_mfa_reset(authed(
+            pb::CancelMfaResetRequest {
+                reset_id: pending.id.clone(),
+            },
+            &app.token("colleague"),
+        ))
+        .await;
+    assert_error(cancel, Code::FailedPrecondition, "NOT_RESET_REQUESTER");
+    // Someone who cannot see the customer does not learn the reset exists.
+    assert_error(
+        confirm(app, "outsider", &pending).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    let got = app
+        .users()
+        .get_mfa_reset(authed(
+            pb::GetMfaResetRequest {
+                reset_id: pending.id.clone(),
+            },
+            &app.token("outsider"),
+        ))
+        .await;
+    assert_error(got, Code::NotFound, "NOT_FOUND");
+    // The colleague may read it.
+    let got = app
+        .users()
+        .get_mfa_reset(authed(
+            pb::GetMfaResetRequest {
+                reset_id: pending.id.clone(),
+            },
+            &app.token("colleague"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .mfa_reset
+        .unwrap();
+    assert_eq!(got.state, i32::from(pb::MfaResetState::Pending));
+    assert_eq!(methods_of(app, &w.alice).await.len(), 2, "nothing applied");
+}
+
+backend_test!(etags_are_required_and_must_be_the_summarys);
+async fn etags_are_required_and_must_be_the_summarys(app: &TestApp) {
+    let w = world(app).await;
+    let pending = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.alice]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    let missing = app
+        .users()
+        .confirm_mfa_reset(authed(
+            pb::ConfirmMfaResetRequest {
+                reset_id: pending.id.clone(),
+                etag: String::new(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await;
+    let status = assert_error(missing, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), ["etag"]);
+    let wrong = pb::MfaReset {
+        etag: "0".repeat(64),
+        ..pending.clone()
+    };
+    assert_error(
+        confirm(app, ADMIN, &wrong).await,
+        Code::Aborted,
+        "ETAG_MISMATCH",
+    );
+    assert_eq!(methods_of(app, &w.alice).await.len(), 2);
+}
+
+backend_test!(a_cancelled_reset_cannot_be_confirmed);
+async fn a_cancelled_reset_cannot_be_confirmed(app: &TestApp) {
+    let w = world(app).await;
+    let pending = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.alice]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    let cancelled = app
+        .users()
+        .cancel_mfa_reset(authed(
+            pb::CancelMfaResetRequest {
+                reset_id: pending.id.clone(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .mfa_reset
+        .unwrap();
+    assert_eq!(cancelled.state, i32::from(pb::MfaResetState::Cancelled));
+    assert!(cancelled.cancelled_at.is_some());
+    assert_error(
+        confirm(app, ADMIN, &pending).await,
+        Code::FailedPrecondition,
+        "RESET_CANCELLED",
+    );
+    assert_eq!(methods_of(app, &w.alice).await.len(), 2);
+    // Cancelling a confirmed reset is refused.
+    let other = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.root]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    confirm(app, ADMIN, &other).await.unwrap();
+    let late = app
+        .users()
+        .cancel_mfa_reset(authed(
+            pb::CancelMfaResetRequest {
+                reset_id: other.id.clone(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await;
+    assert_error(late, Code::FailedPrecondition, "RESET_CONFIRMED");
+}
+
+backend_test!(a_summary_where_everyone_is_skipped_has_nothing_to_reset);
+async fn a_summary_where_everyone_is_skipped_has_nothing_to_reset(app: &TestApp) {
+    let w = world(app).await;
+    let summary = summarize(app, ADMIN, summarize_request(&[&w.optional], &[&w.bob]))
+        .await
+        .unwrap();
+    assert_eq!(
+        item(&summary, &w.bob).skip_reason,
+        i32::from(pb::SkipReason::NotEnrolled)
+    );
+    let status = assert_error(
+        confirm(app, ADMIN, summary.mfa_reset.as_ref().unwrap()).await,
+        Code::FailedPrecondition,
+        "NOTHING_TO_RESET",
+    );
+    assert!(status.message().contains("MFA is not enabled"));
+}
+
+backend_test!(a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied);
+async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app: &TestApp) {
+    let w = world(app).await;
+    // A method added since the summary.
+    let pending = summarize(
+        app,
+        ADMIN,
+        summarize_request(&[&w.enforced], &[&w.alice, &w.root]),
+    )
+    .await
+    .unwrap()
+    .mfa_reset
+    .unwrap();
+    let added = app
+        .register_method(
+            &w.alice,
+            pb::MethodKind::Fido2,
+            pb::MethodScope::User,
+            "Passkey",
+        )
+        .await;
+    let status = assert_error(
+        confirm(app, ADMIN, &pending).await,
+        Code::Aborted,
+        "PLAN_STALE",
+    );
+    assert!(
+        status.message().contains(&added.id) && status.message().contains("was added"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(methods_of(app, &w.alice).await.len(), 3, "nothing applied");
+    assert_eq!(
+        methods_of(app, &w.root).await.len(),
+        2,
+        "nothing applied to anyone"
+    );
+
+    // A method removed since the summary.
+    let pending = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.alice]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    app.methods()
+        .delete_authentication_method(authed(
+            pb::DeleteAuthenticationMethodRequest {
+                customer_id: w.enforced.id.clone(),
+                method_id: added.id.clone(),
+                reason: String::new(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap();
+    let status = assert_error(
+        confirm(app, ADMIN, &pending).await,
+        Code::Aborted,
+        "PLAN_STALE",
+    );
+    assert!(
+        status.message().contains("was removed"),
+        "{}",
+        status.message()
+    );
+
+    // A user's admin flag changed since the summary.
+    let pending = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.alice]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    app.users()
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user: Some(pb::User {
+                    id: w.alice.id.clone(),
+                    customer_id: w.enforced.id.clone(),
+                    is_admin: true,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["is_admin".into()],
+                }),
+            },
+            &app.token(PROVISIONER),
+        ))
+        .await
+        .unwrap();
+    let status = assert_error(
+        confirm(app, ADMIN, &pending).await,
+        Code::Aborted,
+        "PLAN_STALE",
+    );
+    assert!(
+        status.message().contains("admin flag"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(methods_of(app, &w.alice).await.len(), 2);
+    let alice = get_user(app, &w.enforced.id, &w.alice.id).await.unwrap();
+    assert!(alice.mfa_reset_at.is_none());
+}
+
+backend_test!(a_revoked_role_takes_effect_at_confirm);
+async fn a_revoked_role_takes_effect_at_confirm(app: &TestApp) {
+    let w = world(app).await;
+    let pending = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.alice]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    app.revoke(
+        ADMIN,
+        Some(&w.enforced.id),
+        "PRIVILEGED_AUTHENTICATION_ADMIN",
+    )
+    .await;
+    assert_error(
+        confirm(app, ADMIN, &pending).await,
+        Code::PermissionDenied,
+        "NO_ROLE",
+    );
+    // Downgraded to READER: still refused.
+    app.grant(ADMIN, Some(&w.enforced.id), "READER").await;
+    assert_error(
+        confirm(app, ADMIN, &pending).await,
+        Code::PermissionDenied,
+        "ROLE_TOO_WEAK",
+    );
+    // Downgraded to AUTHENTICATION_ADMIN, with an admin in the plan: refused, not stale.
+    app.grant(
+        ADMIN,
+        Some(&w.enforced.id),
+        "PRIVILEGED_AUTHENTICATION_ADMIN",
+    )
+    .await;
+    let with_admin = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.root]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    app.revoke(
+        ADMIN,
+        Some(&w.enforced.id),
+        "PRIVILEGED_AUTHENTICATION_ADMIN",
+    )
+    .await;
+    app.grant(ADMIN, Some(&w.enforced.id), "AUTHENTICATION_ADMIN")
+        .await;
+    assert_error(
+        confirm(app, ADMIN, &with_admin).await,
+        Code::PermissionDenied,
+        "ROLE_TOO_WEAK",
+    );
+    assert_eq!(methods_of(app, &w.root).await.len(), 2);
+    assert_eq!(methods_of(app, &w.alice).await.len(), 2);
+}
+
+backend_test!(the_methods_door_serves_the_same_reset);
+async fn the_methods_door_serves_the_same_reset(app: &TestApp) {
+    let w = world(app).await;
+    let summary = app
+        .methods()
+        .summarize_mfa_reset(authed(
+            pb::AuthenticationMethodsSummarizeMfaResetRequest {
+                customer_ids: vec![w.enforced.id.clone()],
+                user_ids: vec![w.alice.id.clone()],
+                options: None,
+                reason: "from the methods list".into(),
+                page_size: 0,
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let pending = summary.mfa_reset.unwrap();
+    assert_eq!(summary.items.len(), 1);
+    let confirmed = app
+        .methods()
+        .confirm_mfa_reset(authed(
+            pb::AuthenticationMethodsConfirmMfaResetRequest {
+                reset_id: pending.id.clone(),
+                etag: pending.etag.clone(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .mfa_reset
+        .unwrap();
+    assert_eq!(confirmed.state, i32::from(pb::MfaResetState::Confirmed));
+    // The Users door sees the same reset, and confirming it there again changes nothing.
+    let again = confirm(app, ADMIN, &pending).await.unwrap();
+    assert_eq!(again, confirmed);
+    assert!(methods_of(app, &w.alice).await.is_empty());
+}
+
+backend_test!(summary_items_page_with_a_token_bound_to_the_reset);
+async fn summary_items_page_with_a_token_bound_to_the_reset(app: &TestApp) {
+    let w = world(app).await;
+    let users = [&w.alice, &w.root, &w.me];
+    let mut request = summarize_request(&[&w.enforced], &users);
+    request.page_size = 2;
+    let summary = summarize(app, ADMIN, request).await.unwrap();
+    assert_eq!(summary.items.len(), 2);
+    assert!(!summary.next_page_token.is_empty());
+    let reset_id = summary.mfa_reset.as_ref().unwrap().id.clone();
+    let rest = app
+        .users()
+        .list_mfa_reset_items(authed(
+            pb::ListMfaResetItemsRequest {
+                reset_id: reset_id.clone(),
+                page_size: 2,
+                page_token: summary.next_page_token.clone(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.items.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+    let order: Vec<&str> = summary
+        .items
+        .iter()
+        .chain(&rest.items)
+        .map(|i| i.user_id.as_str())
+        .collect();
+    assert_eq!(
+        order,
+        users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        "request order"
+    );
+    // The token belongs to that reset and that caller.
+    let other = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.alice]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    let misused = app
+        .users()
+        .list_mfa_reset_items(authed(
+            pb::ListMfaResetItemsRequest {
+                reset_id: other.id,
+                page_size: 2,
+                page_token: summary.next_page_token.clone(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await;
+    let status = assert_error(misused, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), ["page_token"]);
+}
+
+backend_test!(summarize_validates_every_field_at_once);
+async fn summarize_validates_every_field_at_once(app: &TestApp) {
+    let w = world(app).await;
+    let request = pb::SummarizeMfaResetRequest {
+        customer_ids: vec![w.enforced.id.clone()],
+        user_ids: vec!["nope".into(), w.alice.id.clone(), w.alice.id.clone()],
+        options: Some(pb::MfaResetOptions {
+            scope: 9,
+            method_kinds: vec![0],
+        }),
+        reason: String::new(),
+        page_size: -1,
+    };
+    let status = assert_error(
+        summarize(app, ADMIN, request).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(
+        violated_fields(&status),
+        [
+            "user_ids[0]",
+            "user_ids[2]",
+            "options.scope",
+            "options.method_kinds[0]",
+            "reason",
+            "page_size"
+        ]
+    );
+    let too_long = pb::SummarizeMfaResetRequest {
+        reason: "x".repeat(501),
+        ..summarize_request(&[&w.enforced], &[&w.alice])
+    };
+    let status = assert_error(
+        summarize(app, ADMIN, too_long).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["reason"]);
+    let nobody = summarize_request(&[&w.enforced], &[]);
+    let status = assert_error(
+        summarize(app, ADMIN, nobody).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["user_ids"]);
+}
