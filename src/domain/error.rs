@@ -139,13 +139,54 @@ impl DomainError {
 }
 
 impl From<DbErr> for DomainError {
-    /// Connection failures are UNAVAILABLE (a client may retry); everything else is a
-    /// bug or a broken database and stays INTERNAL.
+    /// A database that cannot be reached, or is busy past its timeout, is UNAVAILABLE (a
+    /// client may retry); a PostgreSQL serialization failure or deadlock is ABORTED (retry
+    /// the call); everything else is a bug or a broken database and stays INTERNAL.
     fn from(err: DbErr) -> Self {
-        match err {
-            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => DomainError::Unavailable(err),
-            other => DomainError::Internal(other.into()),
+        match transience(&err) {
+            Some(Transience::Unavailable) => DomainError::Unavailable(err),
+            Some(Transience::Conflict) => DomainError::Aborted {
+                reason: "CONCURRENT_UPDATE",
+                message: "the data changed concurrently; retry the call".into(),
+            },
+            None => DomainError::Internal(err.into()),
         }
+    }
+}
+
+/// How a database error may go away by itself.
+enum Transience {
+    /// Unreachable, or busy: retry later.
+    Unavailable,
+    /// Lost a race with another transaction: retry now.
+    Conflict,
+}
+
+fn transience(err: &DbErr) -> Option<Transience> {
+    use sea_orm::{RuntimeErr, sqlx};
+    let sqlx_err = match err {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => return Some(Transience::Unavailable),
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return None,
+    };
+    match sqlx_err.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Some(Transience::Unavailable),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // SQLite: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT.
+            Some("5" | "6" | "517") => Some(Transience::Unavailable),
+            // PostgreSQL: serialization failure, deadlock.
+            Some("40001" | "40P01") => Some(Transience::Conflict),
+            // PostgreSQL: connection exceptions, server shutting down.
+            Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                Some(Transience::Unavailable)
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -30,12 +30,12 @@ use sea_orm_migration::MigratorTrait;
 use self::migration::Migrator;
 
 /// How long a SQLite statement waits for another connection's write lock before giving up.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// SQLite in WAL mode has many readers and one writer; a few connections are plenty.
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 /// Longer than [`SQLITE_BUSY_TIMEOUT`], so a request queued behind a waiting writer still gets
 /// a connection rather than a pool timeout.
-const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(35);
 
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 /// A request that cannot get a connection this quickly fails (UNAVAILABLE) instead of queueing.
@@ -54,7 +54,7 @@ const MIGRATION_LOCK_KEY: i64 = 0x6d66_6172_6573_6574;
 /// Opens a connection pool for `database_url`.
 ///
 /// Accepts `sqlite:` URLs (e.g. `sqlite://data/mfa-reset.db?mode=rwc`; the file and its
-/// directory are created when missing; WAL journal, foreign keys on, 5 s busy timeout,
+/// directory are created when missing; WAL journal, foreign keys on, 30 s busy timeout,
 /// `synchronous = NORMAL` on every pooled connection) and `postgres://` / `postgresql://` URLs
 /// (up to 10 connections, 5 s acquire timeout). SQL statements are logged at debug level only.
 /// Error messages never repeat the URL, which may hold a password.

@@ -73,7 +73,7 @@ async fn sqlite_migrates_concurrently_and_again_and_keeps_its_pragmas_on_every_c
     for conn in [&first, &second] {
         assert_eq!(pragma::<String>(conn, "journal_mode").await, "wal");
         assert_eq!(pragma::<i64>(conn, "foreign_keys").await, 1);
-        assert_eq!(pragma::<i64>(conn, "busy_timeout").await, 5000);
+        assert_eq!(pragma::<i64>(conn, "busy_timeout").await, 30_000);
         assert_eq!(pragma::<i64>(conn, "synchronous").await, 1, "NORMAL");
     }
     drop((first, second));
