@@ -149,7 +149,7 @@ pub struct ServeArgs {
     /// How long a summarized MFA reset can be confirmed, in seconds.
     #[arg(long, env = "MFA_RESET_RESET_TTL_SECS", default_value_t = 15 * 60)]
     pub reset_ttl_secs: u64,
-    /// Largest database connection pool.
+    /// Largest PostgreSQL connection pool per replica (SQLite uses a small fixed pool).
     #[arg(long, env = "MFA_RESET_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
 }

@@ -69,9 +69,10 @@ impl Application {
     /// Opens (and migrates) the database, loads or creates the server secret, sets up
     /// token verification and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let mut db = store::connect(&settings.database_url)
-            .await
-            .context("connecting to the database")?;
+        let mut db =
+            store::connect_with_pool(&settings.database_url, Some(settings.db_max_connections))
+                .await
+                .context("connecting to the database")?;
         let statements = Arc::new(AtomicU64::new(0));
         let counter = statements.clone();
         db.set_metric_callback(move |_| {

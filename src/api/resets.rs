@@ -124,9 +124,13 @@ pub async fn summarize(
     let summarized =
         reset::summarize(&state.db, caller, request, state.reset_ttl, first_page).await?;
     let reset_id = summarized.reset.id.to_string();
-    let next_page_token = summarized
-        .items
-        .next
+    let (items, next) = encode_items(
+        &summarized.reset,
+        summarized.items.items,
+        0,
+        summarized.items.next,
+    );
+    let next_page_token = next
         .map(|position| {
             state.page_tokens.seal(
                 &items_binding(&caller.subject, &reset_id),
@@ -136,14 +140,41 @@ pub async fn summarize(
         .unwrap_or_default();
     Ok(SummarizeAnswer {
         mfa_reset: encode_reset(summarized.reset),
-        items: summarized
-            .items
-            .items
-            .into_iter()
-            .map(encode_item)
-            .collect(),
+        items,
         next_page_token,
     })
+}
+
+/// Most bytes of items in one answer. Pages are cut by size as well as by count, so that
+/// no answer nears gRPC's default 4 MiB limit, whatever the users' methods and labels.
+const ITEM_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Encodes a page of items that starts at `first_position`, cutting it short (and
+/// continuing after its last item) when it would exceed [`ITEM_PAGE_BYTES`].
+fn encode_items(
+    reset: &MfaReset,
+    items: Vec<PlanItem>,
+    first_position: i32,
+    next: Option<i32>,
+) -> (Vec<pb::MfaResetItem>, Option<i32>) {
+    let total = items.len();
+    let mut encoded = Vec::with_capacity(total);
+    let mut bytes = 0;
+    for item in items {
+        let item = encode_item(reset, item);
+        let len = prost::Message::encoded_len(&item);
+        if !encoded.is_empty() && bytes + len > ITEM_PAGE_BYTES {
+            break;
+        }
+        bytes += len;
+        encoded.push(item);
+    }
+    let next = if encoded.len() < total {
+        Some(first_position + encoded.len() as i32 - 1)
+    } else {
+        next
+    };
+    (encoded, next)
 }
 
 fn reset_id(v: &mut Violations, text: &str) -> Option<ResetId> {
@@ -204,7 +235,9 @@ pub async fn list_items(
     let mut v = Violations::new();
     let id = reset_id(&mut v, &request.reset_id);
     let size = v.page_size("page_size", request.page_size);
-    let binding = items_binding(&caller.subject, &request.reset_id);
+    // Bound to the canonical id, as the summary's token is, whatever case the caller used.
+    let canonical = id.map(|id| id.to_string()).unwrap_or_default();
+    let binding = items_binding(&caller.subject, &canonical);
     let after = match request.page_token.as_str() {
         "" => None,
         token => match state.page_tokens.open(&binding, token) {
@@ -223,13 +256,15 @@ pub async fn list_items(
     };
     v.finish()?;
     let Some(id) = id else { unreachable_invalid()? };
-    let page = reset::list_items(&state.db, caller, id, PageRequest { size, after }).await?;
+    let (reset, page) =
+        reset::list_items(&state.db, caller, id, PageRequest { size, after }).await?;
+    let first_position = after.map_or(0, |a| a + 1);
+    let (items, next) = encode_items(&reset, page.items, first_position, page.next);
     Ok(pb::ListMfaResetItemsResponse {
-        next_page_token: page
-            .next
+        next_page_token: next
             .map(|position| state.page_tokens.seal(&binding, &position.to_be_bytes()))
             .unwrap_or_default(),
-        items: page.items.into_iter().map(encode_item).collect(),
+        items,
     })
 }
 
@@ -290,6 +325,7 @@ pub fn encode_reset(reset: MfaReset) -> pb::MfaReset {
                 mfa_policy: pb::MfaPolicy::from(c.mfa_policy).into(),
                 users_to_reset: count(c.users_to_reset),
                 users_skipped: count(c.users_skipped),
+                users_to_register: count(c.users_to_register),
                 methods_to_delete: kind_counts(&c.methods_to_delete),
                 methods_to_deactivate: kind_counts(&c.methods_to_deactivate),
                 next_step: match c.mfa_policy {
@@ -302,9 +338,10 @@ pub fn encode_reset(reset: MfaReset) -> pb::MfaReset {
     }
 }
 
-/// An item for the wire (labels were masked when planned).
-pub fn encode_item(item: PlanItem) -> pb::MfaResetItem {
+/// An item of `reset` for the wire (labels were masked when planned).
+pub fn encode_item(reset: &MfaReset, item: PlanItem) -> pb::MfaResetItem {
     pb::MfaResetItem {
+        mfa_registration_required_after: reset.registration_required_after(&item),
         user_id: item.user_id.to_string(),
         customer_id: item.customer_id.to_string(),
         display_name: item.display_name,

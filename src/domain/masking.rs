@@ -6,26 +6,44 @@ use super::model::MethodKind;
 const MASK: char = '•';
 
 /// The label as it may be shown: `+1 ••• ••• 4567`, `v•••@example.com`,
-/// `serial ••••2231`; other kinds carry no contact data and are shown as they are.
+/// `serial ••••2231`. Labels of other kinds are device or app names, but an
+/// authenticator's label often embeds an account (`Issuer:alice@corp.com`), so any
+/// e-mail address or long number inside them is masked too.
 pub fn mask_label(kind: MethodKind, label: &str) -> String {
     match kind {
         MethodKind::Phone => mask_phone(label),
         MethodKind::Email => mask_email(label),
         MethodKind::HardwareOath => mask_serial(label),
-        _ => label.to_string(),
+        _ => mask_embedded(label),
     }
 }
 
-/// Keeps a leading `+country` group and the last four digits; every other digit
-/// becomes a mask, so the shape of the number stays readable.
+/// Digits a number must have, beyond its country code, for its last four to be shown:
+/// then at least four stay hidden.
+const MIN_DIGITS_TO_SHOW_LAST_FOUR: usize = 8;
+
+/// Keeps a leading `+country` group (one to three digits followed by a separator) and,
+/// for a long enough number, the last four digits; every other digit becomes a mask, so
+/// the shape of the number stays readable. `+15551234567` has no separator, so only its
+/// last four digits show.
 fn mask_phone(label: &str) -> String {
     let total_digits = label.chars().filter(char::is_ascii_digit).count();
     let country_digits = match label.strip_prefix('+') {
-        Some(rest) => rest.chars().take_while(char::is_ascii_digit).count(),
+        Some(rest) => {
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            let separated = rest
+                .chars()
+                .nth(digits)
+                .is_some_and(|c| !c.is_ascii_digit());
+            if (1..=3).contains(&digits) && separated {
+                digits
+            } else {
+                0
+            }
+        }
         None => 0,
     };
-    // A number too short to hide anything in is hidden entirely.
-    let keep_last = if total_digits > country_digits + 4 {
+    let keep_last = if total_digits - country_digits >= MIN_DIGITS_TO_SHOW_LAST_FOUR {
         4
     } else {
         0
@@ -45,6 +63,27 @@ fn mask_phone(label: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Masks the e-mail addresses (keeping an `Issuer:` prefix) and long numbers in a
+/// free-form label; other words stay as they are.
+fn mask_embedded(label: &str) -> String {
+    label
+        .split(' ')
+        .map(|word| {
+            if word.contains('@') {
+                match word.rsplit_once(':') {
+                    Some((prefix, address)) => format!("{prefix}:{}", mask_email(address)),
+                    None => mask_email(word),
+                }
+            } else if word.chars().filter(char::is_ascii_digit).count() >= 7 {
+                mask_phone(word)
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Keeps the first character of the local part and the domain.
@@ -98,6 +137,31 @@ mod tests {
         );
         assert_eq!(mask_label(MethodKind::HardwareOath, "2231"), "••••");
         assert_eq!(mask_label(MethodKind::Fido2, "YubiKey 5"), "YubiKey 5");
+        assert_eq!(
+            mask_label(MethodKind::Phone, "+15551234567"),
+            "+•••••••4567"
+        );
+        assert_eq!(
+            mask_label(MethodKind::Phone, "+4915112345678"),
+            "+•••••••••5678"
+        );
+        assert_eq!(
+            mask_label(MethodKind::Phone, "0151 12345678"),
+            "•••• ••••5678"
+        );
+        assert_eq!(mask_label(MethodKind::Phone, "+1 4567"), "+1 ••••");
+        assert_eq!(
+            mask_label(MethodKind::AuthenticatorApp, "Acme:alice@corp.com"),
+            "Acme:a•••@corp.com"
+        );
+        assert_eq!(
+            mask_label(MethodKind::SoftwareOath, "Bank 5551234567"),
+            "Bank ••••••4567"
+        );
+        assert_eq!(
+            mask_label(MethodKind::AuthenticatorApp, "Pixel 8"),
+            "Pixel 8"
+        );
         assert_eq!(
             mask_label(MethodKind::RecoveryCodes, "8 codes left"),
             "8 codes left"

@@ -1,6 +1,6 @@
 //! Users: find them across a selection, and provision them.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, SqlErr};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, SqlErr};
 use uuid::Uuid;
 
 use super::{
@@ -177,32 +177,36 @@ pub async fn update(
         .await?
         .ok_or_else(|| DomainError::not_found(RESOURCE, id))?;
     let mut changed: Vec<&str> = Vec::new();
+    let mut changes = users::ActiveModel::default();
     if let Some(name) = update.display_name.filter(|n| *n != model.display_name) {
-        model.display_name_folded = name.to_lowercase();
-        model.display_name = name;
+        changes.display_name_folded = Set(name.to_lowercase());
+        changes.display_name = Set(name);
         changed.push("display_name");
     }
     if let Some(email) = update.email.filter(|e| *e != model.email) {
-        model.email = email;
+        changes.email = Set(email);
         changed.push("email");
     }
     if let Some(subject) = update
         .external_subject
         .filter(|s| *s != model.external_subject)
     {
-        model.external_subject = subject;
+        changes.external_subject = Set(subject);
         changed.push("external_subject");
     }
     if let Some(is_admin) = update.is_admin.filter(|a| *a != model.is_admin) {
-        model.is_admin = is_admin;
+        changes.is_admin = Set(is_admin);
         changed.push("is_admin");
     }
     if !changed.is_empty() {
         let now = super::now();
-        model.updated_at = now;
-        let model = store::users::update(&txn, model.clone())
+        changes.updated_at = Set(now);
+        store::users::update(&txn, customer_id.uuid(), id.uuid(), changes)
             .await
             .map_err(duplicate_user)?;
+        model = store::users::find_in(&txn, &ids, id.uuid())
+            .await?
+            .ok_or_else(|| DomainError::not_found(RESOURCE, id))?;
         let event = AuditEvent::new(caller, customer_id, AuditAction::UserUpdated, now)
             .user(id)
             .detail("changed_fields", changed.clone())

@@ -59,6 +59,15 @@ const MIGRATION_LOCK_KEY: i64 = 0x6d66_6172_6573_6574;
 /// (up to 10 connections, 5 s acquire timeout). SQL statements are logged at debug level only.
 /// Error messages never repeat the URL, which may hold a password.
 pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with_pool(database_url, None).await
+}
+
+/// [`connect`] with at most `max_connections` pooled connections (for PostgreSQL; a
+/// SQLite file has one writer, and a few readers are plenty).
+pub async fn connect_with_pool(
+    database_url: &str,
+    max_connections: Option<u32>,
+) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(database_url);
     options
         .sqlx_logging(true)
@@ -85,7 +94,7 @@ pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
             PgConnectOptions::from_str(database_url)
                 .map_err(|e| conn_err(format!("invalid PostgreSQL URL: {e}")))?;
             options
-                .max_connections(POSTGRES_MAX_CONNECTIONS)
+                .max_connections(max_connections.unwrap_or(POSTGRES_MAX_CONNECTIONS).max(1))
                 .min_connections(1)
                 .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                 .test_before_acquire_if_idle_for(POSTGRES_PING_IF_IDLE_FOR)

@@ -10,7 +10,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::entities::{
-    authentication_methods as methods, mfa_reset_customers, mfa_reset_items, mfa_resets, users,
+    authentication_methods as methods, customers, mfa_reset_customers, mfa_reset_items, mfa_resets,
+    users,
 };
 
 /// Ids per statement. Items have 8 columns: 2,000 rows are 16,000 parameters.
@@ -64,17 +65,6 @@ pub async fn find(
     query.one(db).await
 }
 
-/// The customers of a reset, in the order they were selected.
-pub async fn customer_ids(db: &impl ConnectionTrait, reset_id: Uuid) -> Result<Vec<Uuid>, DbErr> {
-    Ok(mfa_reset_customers::Entity::find()
-        .filter(mfa_reset_customers::Column::ResetId.eq(reset_id))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|row| row.customer_id)
-        .collect())
-}
-
 /// Items of a reset after `after_position`, in order, at most `limit`.
 pub async fn items(
     db: &impl ConnectionTrait,
@@ -96,40 +86,78 @@ pub async fn items(
         .await
 }
 
-/// Sets a reset's state and the matching timestamp column.
-pub async fn set_state(
+/// Moves a PENDING reset to `state`, setting the matching timestamp column; returns
+/// whether it was still PENDING (and so changed).
+pub async fn finish_pending(
     db: &impl ConnectionTrait,
     id: Uuid,
     state: &str,
     at_column: mfa_resets::Column,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), DbErr> {
-    mfa_resets::Entity::update_many()
+) -> Result<bool, DbErr> {
+    let result = mfa_resets::Entity::update_many()
         .col_expr(mfa_resets::Column::State, Expr::value(state))
         .col_expr(at_column, Expr::value(now))
         .filter(mfa_resets::Column::Id.eq(id))
+        .filter(mfa_resets::Column::State.eq("PENDING"))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(result.rows_affected == 1)
 }
 
-/// The users among `user_ids` that belong to `customer_ids`.
+/// Whether to lock the rows read until the transaction ends. On PostgreSQL (read
+/// committed) a confirm locks what its plan covers, so that no user, method or policy
+/// can change between its staleness check and its writes; SQLite's `BEGIN IMMEDIATE`
+/// already keeps every other writer out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lock {
+    /// A plain read.
+    None,
+    /// `FOR UPDATE` (rows about to change) on PostgreSQL.
+    ForUpdate,
+}
+
+fn locking(db: &impl ConnectionTrait, lock: Lock) -> bool {
+    lock == Lock::ForUpdate && db.get_database_backend() == DbBackend::Postgres
+}
+
+/// The users among `user_ids` that belong to `customer_ids`, in id order (the order
+/// concurrent confirms lock them in, so that they cannot deadlock).
 pub async fn users_in(
     db: &impl ConnectionTrait,
     customer_ids: &[Uuid],
     user_ids: &[Uuid],
+    lock: Lock,
 ) -> Result<Vec<users::Model>, DbErr> {
+    let mut sorted = user_ids.to_vec();
+    sorted.sort_unstable();
     let mut found = Vec::with_capacity(user_ids.len());
-    for chunk in user_ids.chunks(CHUNK) {
-        found.extend(
-            users::Entity::find()
-                .filter(users::Column::CustomerId.is_in(customer_ids.iter().copied()))
-                .filter(users::Column::Id.is_in(chunk.iter().copied()))
-                .all(db)
-                .await?,
-        );
+    for chunk in sorted.chunks(CHUNK) {
+        let mut query = users::Entity::find()
+            .filter(users::Column::CustomerId.is_in(customer_ids.iter().copied()))
+            .filter(users::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(users::Column::Id);
+        if locking(db, lock) {
+            query = query.lock_exclusive();
+        }
+        found.extend(query.all(db).await?);
     }
     Ok(found)
+}
+
+/// Locks the customers against policy changes until the transaction ends (PostgreSQL;
+/// `FOR SHARE`, so confirms of other resets in the same customers do not wait).
+pub async fn lock_customers(db: &impl ConnectionTrait, customer_ids: &[Uuid]) -> Result<(), DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    customers::Entity::find()
+        .filter(customers::Column::Id.is_in(customer_ids.iter().copied()))
+        .order_by_asc(customers::Column::Id)
+        .lock_shared()
+        .all(db)
+        .await?;
+    Ok(())
 }
 
 /// Every method of `user_ids` (in `customer_ids`), ordered by id within each chunk.
@@ -137,17 +165,18 @@ pub async fn methods_of(
     db: &impl ConnectionTrait,
     customer_ids: &[Uuid],
     user_ids: &[Uuid],
+    lock: Lock,
 ) -> Result<Vec<methods::Model>, DbErr> {
     let mut found = Vec::new();
     for chunk in user_ids.chunks(CHUNK) {
-        found.extend(
-            methods::Entity::find()
-                .filter(methods::Column::CustomerId.is_in(customer_ids.iter().copied()))
-                .filter(methods::Column::UserId.is_in(chunk.iter().copied()))
-                .order_by_asc(methods::Column::Id)
-                .all(db)
-                .await?,
-        );
+        let mut query = methods::Entity::find()
+            .filter(methods::Column::CustomerId.is_in(customer_ids.iter().copied()))
+            .filter(methods::Column::UserId.is_in(chunk.iter().copied()))
+            .order_by_asc(methods::Column::Id);
+        if locking(db, lock) {
+            query = query.lock_exclusive();
+        }
+        found.extend(query.all(db).await?);
     }
     Ok(found)
 }

@@ -167,17 +167,22 @@ pub async fn insert(db: &impl ConnectionTrait, user: Model) -> Result<Model, DbE
     Ok(user)
 }
 
-/// Writes every column of an existing user (confined to its customer).
-pub async fn update(db: &impl ConnectionTrait, user: Model) -> Result<Model, DbErr> {
-    let active: ActiveModel = user.clone().into();
-    let active = sea_orm::ActiveModelTrait::reset_all(active);
+/// Writes the columns set in `changes` (and only those, so that a concurrent reset's
+/// `mfa_reset_at` or registration flag is never overwritten with a stale value) of one
+/// user of `customer_id`.
+pub async fn update(
+    db: &impl ConnectionTrait,
+    customer_id: Uuid,
+    id: Uuid,
+    changes: ActiveModel,
+) -> Result<(), DbErr> {
     Entity::update_many()
-        .set(active)
-        .filter(Column::CustomerId.eq(user.customer_id))
-        .filter(Column::Id.eq(user.id))
+        .set(changes)
+        .filter(Column::CustomerId.eq(customer_id))
+        .filter(Column::Id.eq(id))
         .exec(db)
         .await?;
-    Ok(user)
+    Ok(())
 }
 
 /// Clears `mfa_registration_required` of one user: they registered a method.

@@ -120,9 +120,21 @@ async fn registering_a_method_clears_registration_required_and_is_audited(app: &
         .await;
     assert_eq!(method.label, "+1 ••• ••• 0175");
     assert_eq!(method.state, i32::from(pb::MethodState::Active));
+    let e164 = app
+        .register_method(
+            &w.bob,
+            pb::MethodKind::Phone,
+            pb::MethodScope::User,
+            "+12025550199",
+        )
+        .await;
+    assert_eq!(
+        e164.label, "+•••••••0199",
+        "a number without separators is masked too"
+    );
     let bob = get_user(app, &w.optional.id, &w.bob.id).await.unwrap();
     assert_eq!(bob.mfa_state, i32::from(pb::MfaState::Registered));
-    assert_eq!(bob.active_method_count, 1);
+    assert_eq!(bob.active_method_count, 2);
     let events = app
         .audit()
         .list_audit_events(authed(
@@ -138,10 +150,11 @@ async fn registering_a_method_clears_registration_required_and_is_audited(app: &
         .unwrap()
         .into_inner()
         .events;
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].method_id, method.id);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].method_id, e164.id, "newest first");
+    assert_eq!(events[1].method_id, method.id);
     assert!(
-        !format!("{:?}", events[0]).contains("202 555"),
+        !format!("{events:?}").contains("5550"),
         "audit carries no contact data"
     );
 }

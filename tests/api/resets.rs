@@ -134,6 +134,17 @@ async fn summary_shows_every_method_and_every_skip_across_customers(app: &TestAp
         item(&summary, &w.bob).skip_reason,
         i32::from(S::NotEnrolled)
     );
+    // Users left without an active method under an enforced policy must register again.
+    assert!(item(&summary, &w.alice).mfa_registration_required_after);
+    assert!(item(&summary, &w.root).mfa_registration_required_after);
+    assert!(
+        !item(&summary, &w.me).mfa_registration_required_after,
+        "skipped"
+    );
+    assert!(
+        !item(&summary, &w.olga).mfa_registration_required_after,
+        "skipped"
+    );
     // Labels are masked in the summary too.
     assert_eq!(item(&summary, &w.alice).methods[0].label, "+1 ••• ••• 4567");
 
@@ -864,4 +875,45 @@ async fn summarize_validates_every_field_at_once(app: &TestApp) {
         "INVALID_ARGUMENT",
     );
     assert_eq!(violated_fields(&status), ["user_ids"]);
+}
+
+backend_test!(two_resets_of_one_user_confirmed_at_once_apply_once);
+async fn two_resets_of_one_user_confirmed_at_once_apply_once(app: &TestApp) {
+    let w = world(app).await;
+    let first = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.alice]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    let second = summarize(
+        app,
+        ADMIN,
+        summarize_request(&[&w.enforced], &[&w.alice, &w.root]),
+    )
+    .await
+    .unwrap()
+    .mfa_reset
+    .unwrap();
+    let (a, b) = tokio::join!(confirm(app, ADMIN, &first), confirm(app, ADMIN, &second));
+    let outcomes = [a, b];
+    let confirmed = outcomes.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(confirmed, 1, "exactly one applies: {outcomes:?}");
+    let refused = outcomes.into_iter().find(|r| r.is_err()).unwrap();
+    assert_error(refused, Code::Aborted, "PLAN_STALE");
+    let events = app
+        .audit()
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                customer_ids: vec![w.enforced.id.clone()],
+                action: pb::AuditAction::MfaReset.into(),
+                user_id: w.alice.id.clone(),
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "one reset of Alice, one audit event");
 }

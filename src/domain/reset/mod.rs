@@ -27,7 +27,7 @@ use super::{
     paging::{Page, PageRequest},
     selection::{Grants, Selection},
 };
-use crate::store::{self, entities::mfa_resets};
+use crate::store::{self, entities::mfa_resets, resets::Lock};
 
 const RESOURCE: &str = "mfareset.v1.MfaReset";
 
@@ -177,12 +177,13 @@ async fn current_plan(
     user_ids: &[UserId],
     options: &ResetOptions,
     caller: &Caller,
+    lock: Lock,
 ) -> DomainResult<HashMap<UserId, PlanItem>> {
     let customer_ids = selection.ids();
     let ids: Vec<Uuid> = user_ids.iter().map(|u| u.uuid()).collect();
-    let users = store::resets::users_in(db, &customer_ids, &ids).await?;
+    let users = store::resets::users_in(db, &customer_ids, &ids, lock).await?;
     let mut methods_by_user: HashMap<UserId, Vec<_>> = HashMap::new();
-    for model in store::resets::methods_of(db, &customer_ids, &ids).await? {
+    for model in store::resets::methods_of(db, &customer_ids, &ids, lock).await? {
         let method = methods::from_model(model)?;
         methods_by_user
             .entry(method.user_id)
@@ -225,8 +226,15 @@ pub async fn summarize(
     let selection =
         Selection::resolve(db, &caller.subject, &request.customer_ids, Action::ResetMfa).await?;
     selection.require_reset_options(request.options.scope, &request.options.method_kinds)?;
-    let mut planned =
-        current_plan(db, &selection, &request.user_ids, &request.options, caller).await?;
+    let mut planned = current_plan(
+        db,
+        &selection,
+        &request.user_ids,
+        &request.options,
+        caller,
+        Lock::None,
+    )
+    .await?;
     let mut items = Vec::with_capacity(request.user_ids.len());
     for user_id in &request.user_ids {
         match planned.remove(user_id) {
@@ -336,15 +344,31 @@ fn state_error(reset: &MfaReset) -> DomainError {
     }
 }
 
+/// Checks that need no lock, made before a write transaction begins, so that a caller
+/// who may not confirm or cancel a reset never holds (SQLite's single) write lock.
+async fn precheck_requester(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    id: ResetId,
+) -> DomainResult<()> {
+    let (reset, _) = load_visible(db, caller, id, false, Action::Read).await?;
+    require_requester(caller, &reset)
+}
+
 /// Applies exactly the plan of a PENDING reset, once, in one transaction with an audit
 /// event per affected user. Confirming a confirmed reset (with its etag) returns it again
 /// and changes nothing; concurrent confirms queue on the reset's row lock.
+///
+/// On PostgreSQL the customers (shared), users and methods the plan covers are locked
+/// before they are read, so nothing can change between the staleness check and the
+/// writes; the writes also check that they touched exactly the planned rows.
 pub async fn confirm(
     db: &DatabaseConnection,
     caller: &Caller,
     id: ResetId,
     etag: &str,
 ) -> DomainResult<MfaReset> {
+    precheck_requester(db, caller, id).await?;
     let txn = store::begin_write(db).await?;
     let (mut reset, selection) = load_visible(&txn, caller, id, true, Action::Read).await?;
     require_requester(caller, &reset)?;
@@ -376,7 +400,16 @@ pub async fn confirm(
         .map(stored::item_from_model)
         .collect::<DomainResult<_>>()?;
     let user_ids: Vec<UserId> = stored_items.iter().map(|i| i.user_id).collect();
-    let current = current_plan(&txn, &selection, &user_ids, &reset.options, caller).await?;
+    store::resets::lock_customers(&txn, &selection.ids()).await?;
+    let current = current_plan(
+        &txn,
+        &selection,
+        &user_ids,
+        &reset.options,
+        caller,
+        Lock::ForUpdate,
+    )
+    .await?;
     check_still_allowed(&stored_items, &current)?;
     let changes = plan_changes(&reset, &selection, &stored_items, &current);
     if !changes.is_empty() {
@@ -401,7 +434,7 @@ pub async fn confirm(
 
     let now = super::now();
     apply(&txn, caller, &reset, &selection, &stored_items, now).await?;
-    store::resets::set_state(
+    let finished = store::resets::finish_pending(
         &txn,
         id.uuid(),
         ResetState::Confirmed.as_str(),
@@ -409,10 +442,22 @@ pub async fn confirm(
         now,
     )
     .await?;
+    if !finished {
+        return Err(lost_race());
+    }
     txn.commit().await?;
     reset.state = ResetState::Confirmed;
     reset.confirmed_at = Some(now);
     Ok(reset)
+}
+
+/// The rows changed under a confirm although they were locked: never expected, but
+/// refused (and rolled back) rather than half-applied.
+fn lost_race() -> DomainError {
+    DomainError::Aborted {
+        reason: "CONCURRENT_UPDATE",
+        message: "the reset or the rows it covers changed while it was being applied; get the reset and retry".into(),
+    }
 }
 
 /// A role downgrade since the summary (an admin planned for reset would now be
@@ -520,8 +565,12 @@ async fn apply(
         event.reset_id = Some(reset.id);
         events.push(event);
     }
-    store::resets::delete_methods(txn, &customer_ids, &delete).await?;
-    store::resets::deactivate_methods(txn, &customer_ids, &deactivate, now).await?;
+    let deleted = store::resets::delete_methods(txn, &customer_ids, &delete).await?;
+    let deactivated =
+        store::resets::deactivate_methods(txn, &customer_ids, &deactivate, now).await?;
+    if deleted != delete.len() as u64 || deactivated != deactivate.len() as u64 {
+        return Err(lost_race());
+    }
     store::resets::mark_users_reset(txn, &customer_ids, &affected, &registration_required, now)
         .await?;
     audit::record(txn, events).await?;
@@ -534,6 +583,7 @@ pub async fn cancel(
     caller: &Caller,
     id: ResetId,
 ) -> DomainResult<MfaReset> {
+    precheck_requester(db, caller, id).await?;
     let txn = store::begin_write(db).await?;
     let (mut reset, _) = load_visible(&txn, caller, id, true, Action::Read).await?;
     require_requester(caller, &reset)?;
@@ -543,7 +593,7 @@ pub async fn cancel(
         _ => return Err(state_error(&reset)),
     }
     let now = super::now();
-    store::resets::set_state(
+    let finished = store::resets::finish_pending(
         &txn,
         id.uuid(),
         ResetState::Cancelled.as_str(),
@@ -551,6 +601,9 @@ pub async fn cancel(
         now,
     )
     .await?;
+    if !finished {
+        return Err(lost_race());
+    }
     txn.commit().await?;
     reset.state = ResetState::Cancelled;
     reset.cancelled_at = Some(now);
@@ -566,14 +619,31 @@ pub async fn get(
     Ok(load_visible(db, caller, id, false, Action::Read).await?.0)
 }
 
-/// One page of a reset's items, in summary order.
+/// One page of a reset's items, in summary order, with the reset they belong to.
 pub async fn list_items(
     db: &impl ConnectionTrait,
     caller: &Caller,
     id: ResetId,
     page: PageRequest<i32>,
-) -> DomainResult<Page<PlanItem, i32>> {
-    load_visible(db, caller, id, false, Action::Read).await?;
+) -> DomainResult<(MfaReset, Page<PlanItem, i32>)> {
+    let (reset, _) = load_visible(db, caller, id, false, Action::Read).await?;
     let rows = store::resets::items(db, id.uuid(), page.after, Some(page.size + 1)).await?;
-    Page::from_rows(rows, page.size, |row| row.position).try_map(stored::item_from_model)
+    let page =
+        Page::from_rows(rows, page.size, |row| row.position).try_map(stored::item_from_model)?;
+    Ok((reset, page))
+}
+
+impl MfaReset {
+    /// Whether `item`'s user will have to register MFA again once this reset is
+    /// confirmed: reset, in a customer that enforced MFA at summary time, with no active
+    /// method left.
+    pub fn registration_required_after(&self, item: &PlanItem) -> bool {
+        item.skip_reason.is_none()
+            && self
+                .summary
+                .customers
+                .iter()
+                .find(|c| c.customer_id == item.customer_id)
+                .is_some_and(|c| plan::registration_required_after(item, c.mfa_policy))
+    }
 }

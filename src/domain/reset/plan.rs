@@ -106,6 +106,9 @@ pub struct CustomerSummary {
     pub users_to_reset: u32,
     /// Users left alone.
     pub users_skipped: u32,
+    /// Reset users who will have to register MFA again (no active method left, MFA
+    /// enforced).
+    pub users_to_register: u32,
     /// Deleted methods by kind.
     pub methods_to_delete: BTreeMap<MethodKind, u32>,
     /// Deactivated methods by kind.
@@ -148,6 +151,7 @@ pub fn summarize(customers: &[Customer], items: &[PlanItem]) -> Summary {
             mfa_policy: c.mfa_policy,
             users_to_reset: 0,
             users_skipped: 0,
+            users_to_register: 0,
             methods_to_delete: BTreeMap::new(),
             methods_to_deactivate: BTreeMap::new(),
         })
@@ -172,6 +176,9 @@ pub fn summarize(customers: &[Customer], items: &[PlanItem]) -> Summary {
         } else {
             summary.users_to_reset += 1;
             totals.users_to_reset += 1;
+            if registration_required_after(item, summary.mfa_policy) {
+                summary.users_to_register += 1;
+            }
         }
         for m in &item.methods {
             match m.disposition {

@@ -44,6 +44,8 @@ struct StoredCustomer {
     mfa_policy: String,
     users_to_reset: u32,
     users_skipped: u32,
+    #[serde(default)]
+    users_to_register: u32,
     methods_to_delete: BTreeMap<String, u32>,
     methods_to_deactivate: BTreeMap<String, u32>,
 }
@@ -91,6 +93,7 @@ pub fn summary_json(summary: &Summary) -> String {
                 mfa_policy: c.mfa_policy.as_str().to_string(),
                 users_to_reset: c.users_to_reset,
                 users_skipped: c.users_skipped,
+                users_to_register: c.users_to_register,
                 methods_to_delete: counts_out(&c.methods_to_delete),
                 methods_to_deactivate: counts_out(&c.methods_to_deactivate),
             })
@@ -121,6 +124,7 @@ fn summary_from_json(text: &str) -> DomainResult<Summary> {
                     mfa_policy: parse("policy", &c.mfa_policy, MfaPolicy::parse)?,
                     users_to_reset: c.users_to_reset,
                     users_skipped: c.users_skipped,
+                    users_to_register: c.users_to_register,
                     methods_to_delete: counts_in(c.methods_to_delete)?,
                     methods_to_deactivate: counts_in(c.methods_to_deactivate)?,
                 })
