@@ -25,7 +25,7 @@ use super::{
         named_enum,
     },
     paging::{Page, PageRequest},
-    selection::{Grants, Selection},
+    selection::Selection,
 };
 use crate::store::{self, entities::mfa_resets, resets::Lock};
 
@@ -286,33 +286,34 @@ pub async fn summarize(
     })
 }
 
-/// Loads a reset for `caller` with its selection resolved for `action`. Anyone but its
-/// requester gets NOT_FOUND unless they hold a role in each of its customers (a reset
-/// reveals nothing outside what the caller may see); the requester gets the selection's
-/// own answer, so a role revoked since the summary is PERMISSION_DENIED.
+/// Loads a reset for `caller` with its selection resolved (any role suffices to see it);
+/// with `lock`, the reset row is locked for update and its customers for share
+/// (PostgreSQL). Anyone but its requester gets NOT_FOUND unless they hold a role in each
+/// of its customers (a reset reveals nothing outside what the caller may see); the
+/// requester gets the selection's own answer, so a role revoked since the summary is
+/// PERMISSION_DENIED.
 async fn load_visible(
     db: &impl ConnectionTrait,
     caller: &Caller,
     id: ResetId,
     lock: bool,
-    action: Action,
 ) -> DomainResult<(MfaReset, Selection)> {
     let model = store::resets::find(db, id.uuid(), lock)
         .await?
         .ok_or_else(|| DomainError::not_found(RESOURCE, id))?;
     let reset = stored::reset_from_model(model, super::now())?;
-    if reset.requested_by != caller.subject {
-        let grants = Grants::load(db, &caller.subject, &reset.customer_ids).await?;
-        if reset
-            .customer_ids
-            .iter()
-            .any(|c| grants.roles_in(*c).is_empty())
-        {
-            return Err(DomainError::not_found(RESOURCE, id));
-        }
+    if lock {
+        // Before the customers are read: a policy change must not slip in between.
+        let ids: Vec<Uuid> = reset.customer_ids.iter().map(|c| c.uuid()).collect();
+        store::resets::lock_customers(db, &ids).await?;
     }
-    let selection = Selection::resolve(db, &caller.subject, &reset.customer_ids, action).await?;
-    Ok((reset, selection))
+    match Selection::resolve(db, &caller.subject, &reset.customer_ids, Action::Read).await {
+        Ok(selection) => Ok((reset, selection)),
+        Err(DomainError::PermissionDenied { .. }) if reset.requested_by != caller.subject => {
+            Err(DomainError::not_found(RESOURCE, id))
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// Only the principal who summarized may confirm or cancel.
@@ -351,7 +352,7 @@ async fn precheck_requester(
     caller: &Caller,
     id: ResetId,
 ) -> DomainResult<()> {
-    let (reset, _) = load_visible(db, caller, id, false, Action::Read).await?;
+    let (reset, _) = load_visible(db, caller, id, false).await?;
     require_requester(caller, &reset)
 }
 
@@ -370,7 +371,7 @@ pub async fn confirm(
 ) -> DomainResult<MfaReset> {
     precheck_requester(db, caller, id).await?;
     let txn = store::begin_write(db).await?;
-    let (mut reset, selection) = load_visible(&txn, caller, id, true, Action::Read).await?;
+    let (mut reset, selection) = load_visible(&txn, caller, id, true).await?;
     require_requester(caller, &reset)?;
     // The caller's roles now, not at summary time: a revoked role takes effect here.
     selection.require(Action::ResetMfa)?;
@@ -400,7 +401,6 @@ pub async fn confirm(
         .map(stored::item_from_model)
         .collect::<DomainResult<_>>()?;
     let user_ids: Vec<UserId> = stored_items.iter().map(|i| i.user_id).collect();
-    store::resets::lock_customers(&txn, &selection.ids()).await?;
     let current = current_plan(
         &txn,
         &selection,
@@ -585,7 +585,7 @@ pub async fn cancel(
 ) -> DomainResult<MfaReset> {
     precheck_requester(db, caller, id).await?;
     let txn = store::begin_write(db).await?;
-    let (mut reset, _) = load_visible(&txn, caller, id, true, Action::Read).await?;
+    let (mut reset, _) = load_visible(&txn, caller, id, true).await?;
     require_requester(caller, &reset)?;
     match reset.state {
         ResetState::Pending => {}
@@ -616,7 +616,7 @@ pub async fn get(
     caller: &Caller,
     id: ResetId,
 ) -> DomainResult<MfaReset> {
-    Ok(load_visible(db, caller, id, false, Action::Read).await?.0)
+    Ok(load_visible(db, caller, id, false).await?.0)
 }
 
 /// One page of a reset's items, in summary order, with the reset they belong to.
@@ -626,7 +626,7 @@ pub async fn list_items(
     id: ResetId,
     page: PageRequest<i32>,
 ) -> DomainResult<(MfaReset, Page<PlanItem, i32>)> {
-    let (reset, _) = load_visible(db, caller, id, false, Action::Read).await?;
+    let (reset, _) = load_visible(db, caller, id, false).await?;
     let rows = store::resets::items(db, id.uuid(), page.after, Some(page.size + 1)).await?;
     let page =
         Page::from_rows(rows, page.size, |row| row.position).try_map(stored::item_from_model)?;

@@ -205,7 +205,28 @@ async fn create_users(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
         Users::Table,
         [Users::ExternalSubject],
     )
-    .await
+    .await?;
+    create_prefix_search_indexes(manager).await
+}
+
+/// On PostgreSQL a B-tree index serves `LIKE 'prefix%'` only with the C collation or a
+/// pattern operator class; these make the name / e-mail search of a selection an index
+/// range scan whatever the database's collation. SQLite's LIKE is served by the
+/// `(customer_id, ...)` indexes scanning within each selected customer.
+async fn create_prefix_search_indexes(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    let connection = manager.get_connection();
+    for statement in [
+        "CREATE INDEX idx_users_customer_name_prefix \
+         ON users (customer_id, display_name_folded text_pattern_ops)",
+        "CREATE INDEX idx_users_customer_email_prefix \
+         ON users (customer_id, email text_pattern_ops)",
+    ] {
+        connection.execute_unprepared(statement).await?;
+    }
+    Ok(())
 }
 
 async fn create_authentication_methods(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
