@@ -130,6 +130,7 @@ async fn run_case(
         request_timeout: Duration::from_secs(300),
         max_concurrent_requests: 16,
         max_message_bytes: 4 * 1024 * 1024,
+        rate_limit_per_minute: 0,
         shutdown_grace: Duration::from_secs(5),
         reset_ttl: Duration::from_secs(900),
     };

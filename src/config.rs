@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// Calls served at once across all connections; more wait for a slot.
     #[arg(long, env = "MFA_RESET_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
     pub max_concurrent_requests: usize,
+    /// Calls one principal may make per minute on this replica (bursts up to that many);
+    /// more are RESOURCE_EXHAUSTED with RetryInfo. 0 turns limiting off.
+    #[arg(long, env = "MFA_RESET_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
     /// Largest request or response message, in bytes.
     #[arg(long, env = "MFA_RESET_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -206,6 +210,8 @@ pub struct Settings {
     pub max_concurrent_requests: usize,
     /// Largest message, in bytes.
     pub max_message_bytes: usize,
+    /// Calls per principal and minute (0: unlimited).
+    pub rate_limit_per_minute: u32,
     /// Grace period for in-flight calls at shutdown.
     pub shutdown_grace: Duration,
     /// How long a summarized reset can be confirmed.
@@ -230,6 +236,7 @@ impl Settings {
             request_timeout: Duration::from_secs(serve.request_timeout_secs),
             max_concurrent_requests: serve.max_concurrent_requests,
             max_message_bytes: serve.max_message_bytes,
+            rate_limit_per_minute: serve.rate_limit_per_minute,
             shutdown_grace: Duration::from_secs(serve.shutdown_grace_secs),
             reset_ttl: Duration::from_secs(serve.reset_ttl_secs),
         }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod proto;
+pub mod rate_limit;
 pub mod server;
 pub mod store;
 pub mod telemetry;

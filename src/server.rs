@@ -42,6 +42,7 @@ use crate::{
             customers_server::CustomersServer, users_server::UsersServer,
         },
     },
+    rate_limit::RateLimitLayer,
     store,
 };
 
@@ -161,7 +162,8 @@ impl Application {
 
         // Outermost first: every call gets a request id (the client's or a new one, echoed
         // back), then a span carrying it, then waits for one of the global slots, then is
-        // authenticated. Handlers never see a call that skipped any of these.
+        // authenticated, then counted against its principal's rate limit. Handlers never
+        // see a call that skipped any of these.
         let layers = ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(
                 http::HeaderName::from_static(REQUEST_ID_HEADER),
@@ -180,6 +182,9 @@ impl Application {
                 self.settings.max_concurrent_requests,
             ))
             .layer(AuthLayer::new(self.verifier.clone()))
+            .layer(RateLimitLayer::per_minute(
+                self.settings.rate_limit_per_minute,
+            ))
             .into_inner();
 
         let started = Arc::new(tokio::sync::Notify::new());

@@ -14,6 +14,7 @@ mod demo_and_cli;
 mod errors_and_validation;
 mod methods;
 mod paging;
+mod rate_limit;
 mod reset_guarantees;
 mod resets;
 mod server_features;
