@@ -117,54 +117,30 @@ mod tests {
 
     #[test]
     fn masks_contact_data_like_the_design_shows() {
-        assert_eq!(
-            mask_label(MethodKind::Phone, "+1 555 123 4567"),
-            "+1 ••• ••• 4567"
-        );
-        assert_eq!(
-            mask_label(MethodKind::Phone, "+44 20 7946 0958"),
-            "+44 •• •••• 0958"
-        );
-        assert_eq!(mask_label(MethodKind::Phone, "123"), "•••");
-        assert_eq!(
-            mask_label(MethodKind::Email, "victor@example.com"),
-            "v•••@example.com"
-        );
-        assert_eq!(mask_label(MethodKind::Email, "nonsense"), "•••");
-        assert_eq!(
-            mask_label(MethodKind::HardwareOath, "serial 88412231"),
-            "serial ••••2231"
-        );
-        assert_eq!(mask_label(MethodKind::HardwareOath, "2231"), "••••");
-        assert_eq!(mask_label(MethodKind::Fido2, "YubiKey 5"), "YubiKey 5");
-        assert_eq!(
-            mask_label(MethodKind::Phone, "+15551234567"),
-            "+•••••••4567"
-        );
-        assert_eq!(
-            mask_label(MethodKind::Phone, "+4915112345678"),
-            "+•••••••••5678"
-        );
-        assert_eq!(
-            mask_label(MethodKind::Phone, "0151 12345678"),
-            "•••• ••••5678"
-        );
-        assert_eq!(mask_label(MethodKind::Phone, "+1 4567"), "+1 ••••");
-        assert_eq!(
-            mask_label(MethodKind::AuthenticatorApp, "Acme:alice@corp.com"),
-            "Acme:a•••@corp.com"
-        );
-        assert_eq!(
-            mask_label(MethodKind::SoftwareOath, "Bank 5551234567"),
-            "Bank ••••••4567"
-        );
-        assert_eq!(
-            mask_label(MethodKind::AuthenticatorApp, "Pixel 8"),
-            "Pixel 8"
-        );
-        assert_eq!(
-            mask_label(MethodKind::RecoveryCodes, "8 codes left"),
-            "8 codes left"
-        );
+        use MethodKind::*;
+        for (kind, label, shown) in [
+            (Phone, "+1 555 123 4567", "+1 ••• ••• 4567"),
+            (Phone, "+44 20 7946 0958", "+44 •• •••• 0958"),
+            (Phone, "+15551234567", "+•••••••4567"),
+            (Phone, "+4915112345678", "+•••••••••5678"),
+            (Phone, "0151 12345678", "•••• ••••5678"),
+            (Phone, "+1 4567", "+1 ••••"),
+            (Phone, "123", "•••"),
+            (Email, "victor@example.com", "v•••@example.com"),
+            (Email, "nonsense", "•••"),
+            (HardwareOath, "serial 88412231", "serial ••••2231"),
+            (HardwareOath, "2231", "••••"),
+            (
+                AuthenticatorApp,
+                "Acme:alice@corp.com",
+                "Acme:a•••@corp.com",
+            ),
+            (AuthenticatorApp, "Pixel 8", "Pixel 8"),
+            (SoftwareOath, "Bank 5551234567", "Bank ••••••4567"),
+            (Fido2, "YubiKey 5", "YubiKey 5"),
+            (RecoveryCodes, "8 codes left", "8 codes left"),
+        ] {
+            assert_eq!(mask_label(kind, label), shown, "{kind} {label:?}");
+        }
     }
 }

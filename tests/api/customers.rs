@@ -235,20 +235,7 @@ async fn privileged_admin_sets_the_policy_with_an_audit_event(app: &TestApp) {
         .customer
         .unwrap();
     assert_eq!(updated.mfa_policy, i32::from(pb::MfaPolicy::Optional));
-    let events = app
-        .audit()
-        .list_audit_events(authed(
-            pb::ListAuditEventsRequest {
-                customer_ids: vec![w.enforced.id.clone()],
-                action: pb::AuditAction::MfaPolicySet.into(),
-                ..Default::default()
-            },
-            &app.token(ADMIN),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = audit_events(app, &[&w.enforced.id], pb::AuditAction::MfaPolicySet, "").await;
     assert_eq!(events.len(), 1);
     let event = &events[0];
     assert_eq!(event.actor, ADMIN);

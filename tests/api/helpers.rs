@@ -587,3 +587,27 @@ pub async fn get_user(app: &TestApp, customer_id: &str, user_id: &str) -> Result
         .await
         .map(|r| r.into_inner().user.expect("user"))
 }
+
+/// The audit events of `customer_ids` as [`ADMIN`] sees them, newest first; `action`
+/// UNSPECIFIED and an empty `user_id` mean every action and every user.
+pub async fn audit_events(
+    app: &TestApp,
+    customer_ids: &[&str],
+    action: pb::AuditAction,
+    user_id: &str,
+) -> Vec<pb::AuditEvent> {
+    app.audit()
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                customer_ids: customer_ids.iter().map(|id| id.to_string()).collect(),
+                action: action.into(),
+                user_id: user_id.into(),
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .expect("list audit events")
+        .into_inner()
+        .events
+}

@@ -135,21 +135,13 @@ async fn registering_a_method_clears_registration_required_and_is_audited(app: &
     let bob = get_user(app, &w.optional.id, &w.bob.id).await.unwrap();
     assert_eq!(bob.mfa_state, i32::from(pb::MfaState::Registered));
     assert_eq!(bob.active_method_count, 2);
-    let events = app
-        .audit()
-        .list_audit_events(authed(
-            pb::ListAuditEventsRequest {
-                customer_ids: vec![w.optional.id.clone()],
-                action: pb::AuditAction::MethodRegistered.into(),
-                user_id: w.bob.id.clone(),
-                ..Default::default()
-            },
-            &app.token(ADMIN),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = audit_events(
+        app,
+        &[&w.optional.id],
+        pb::AuditAction::MethodRegistered,
+        &w.bob.id,
+    )
+    .await;
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].method_id, e164.id, "newest first");
     assert_eq!(events[1].method_id, method.id);
@@ -176,20 +168,7 @@ async fn authentication_admin_deletes_a_method_of_a_non_admin(app: &TestApp) {
         i32::from(pb::MethodDisposition::Delete)
     );
     assert!(methods_of(app, &w.optional.id, &w.bob.id).await.is_empty());
-    let events = app
-        .audit()
-        .list_audit_events(authed(
-            pb::ListAuditEventsRequest {
-                customer_ids: vec![w.optional.id.clone()],
-                action: pb::AuditAction::MethodDeleted.into(),
-                ..Default::default()
-            },
-            &app.token(ADMIN),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = audit_events(app, &[&w.optional.id], pb::AuditAction::MethodDeleted, "").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].method_id, phone.id);
     assert_eq!(events[0].reason, "lost phone");

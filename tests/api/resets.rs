@@ -232,20 +232,13 @@ async fn confirm_applies_exactly_the_summary_with_an_audit_event_per_user(app: &
     let olga = get_user(app, &w.optional.id, &w.olga.id).await.unwrap();
     assert!(olga.mfa_reset_at.is_none(), "skipped users are untouched");
 
-    let events = app
-        .audit()
-        .list_audit_events(authed(
-            pb::ListAuditEventsRequest {
-                customer_ids: vec![w.enforced.id.clone(), w.optional.id.clone()],
-                action: pb::AuditAction::MfaReset.into(),
-                ..Default::default()
-            },
-            &app.token(ADMIN),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = audit_events(
+        app,
+        &[&w.enforced.id, &w.optional.id],
+        pb::AuditAction::MfaReset,
+        "",
+    )
+    .await;
     let mut users: Vec<&str> = events.iter().map(|e| e.user_id.as_str()).collect();
     users.sort();
     let mut expected = vec![w.alice.id.as_str(), w.root.id.as_str()];
@@ -900,20 +893,12 @@ async fn two_resets_of_one_user_confirmed_at_once_apply_once(app: &TestApp) {
     assert_eq!(confirmed, 1, "exactly one applies: {outcomes:?}");
     let refused = outcomes.into_iter().find(|r| r.is_err()).unwrap();
     assert_error(refused, Code::Aborted, "PLAN_STALE");
-    let events = app
-        .audit()
-        .list_audit_events(authed(
-            pb::ListAuditEventsRequest {
-                customer_ids: vec![w.enforced.id.clone()],
-                action: pb::AuditAction::MfaReset.into(),
-                user_id: w.alice.id.clone(),
-                ..Default::default()
-            },
-            &app.token(ADMIN),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = audit_events(
+        app,
+        &[&w.enforced.id],
+        pb::AuditAction::MfaReset,
+        &w.alice.id,
+    )
+    .await;
     assert_eq!(events.len(), 1, "one reset of Alice, one audit event");
 }

@@ -207,20 +207,13 @@ async fn provisioner_creates_and_updates_users(app: &TestApp) {
         .await;
     assert_error(wrong, Code::NotFound, "NOT_FOUND");
 
-    let audit = app
-        .audit()
-        .list_audit_events(authed(
-            pb::ListAuditEventsRequest {
-                customer_ids: vec![w.optional.id.clone()],
-                user_id: created.id.clone(),
-                ..Default::default()
-            },
-            &app.token(ADMIN),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let audit = audit_events(
+        app,
+        &[&w.optional.id],
+        pb::AuditAction::Unspecified,
+        &created.id,
+    )
+    .await;
     let actions: Vec<i32> = audit.iter().map(|e| e.action).collect();
     assert_eq!(
         actions,
