@@ -165,7 +165,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub subject: String,
     /// Lifetime in seconds.
-    #[arg(long, default_value_t = 8 * 3600)]
+    #[arg(long = "ttl-secs", alias = "ttl", default_value_t = 8 * 3600)]
     pub ttl_secs: u64,
 }
 

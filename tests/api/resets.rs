@@ -631,6 +631,40 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
         status.message()
     );
 
+    // A method changed since the summary: the hardware token was deactivated.
+    let pending = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.root]))
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    let token = methods_of(app, &w.root)
+        .await
+        .into_iter()
+        .find(|m| m.kind == i32::from(pb::MethodKind::HardwareOath))
+        .unwrap();
+    app.methods()
+        .delete_authentication_method(authed(
+            pb::DeleteAuthenticationMethodRequest {
+                customer_id: w.enforced.id.clone(),
+                method_id: token.id.clone(),
+                reason: String::new(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap();
+    let status = assert_error(
+        confirm(app, ADMIN, &pending).await,
+        Code::Aborted,
+        "PLAN_STALE",
+    );
+    assert!(
+        status.message().contains(&token.id) && status.message().contains("changed"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(methods_of(app, &w.root).await.len(), 2, "nothing deleted");
+
     // A user's admin flag changed since the summary.
     let pending = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.alice]))
         .await
