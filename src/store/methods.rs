@@ -19,7 +19,12 @@ pub async fn of_users(
         return Ok(Vec::new());
     }
     Entity::find()
-        .filter(Column::CustomerId.is_in(customer_ids.iter().copied()))
+        .filter(super::within_customers(
+            db,
+            Entity,
+            Column::CustomerId,
+            customer_ids,
+        ))
         .filter(Column::UserId.is_in(user_ids.iter().copied()))
         .order_by_asc(Column::UserId)
         .order_by_asc(Column::Id)

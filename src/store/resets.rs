@@ -134,7 +134,12 @@ pub async fn users_in(
     let mut found = Vec::with_capacity(user_ids.len());
     for chunk in sorted.chunks(CHUNK) {
         let mut query = users::Entity::find()
-            .filter(users::Column::CustomerId.is_in(customer_ids.iter().copied()))
+            .filter(super::within_customers(
+                db,
+                users::Entity,
+                users::Column::CustomerId,
+                customer_ids,
+            ))
             .filter(users::Column::Id.is_in(chunk.iter().copied()))
             .order_by_asc(users::Column::Id);
         if locking(db, lock) {
@@ -170,7 +175,12 @@ pub async fn methods_of(
     let mut found = Vec::new();
     for chunk in user_ids.chunks(CHUNK) {
         let mut query = methods::Entity::find()
-            .filter(methods::Column::CustomerId.is_in(customer_ids.iter().copied()))
+            .filter(super::within_customers(
+                db,
+                methods::Entity,
+                methods::Column::CustomerId,
+                customer_ids,
+            ))
             .filter(methods::Column::UserId.is_in(chunk.iter().copied()))
             .order_by_asc(methods::Column::Id);
         if locking(db, lock) {
@@ -190,7 +200,12 @@ pub async fn delete_methods(
     let mut deleted = 0;
     for chunk in ids.chunks(CHUNK) {
         deleted += methods::Entity::delete_many()
-            .filter(methods::Column::CustomerId.is_in(customer_ids.iter().copied()))
+            .filter(super::within_customers(
+                db,
+                methods::Entity,
+                methods::Column::CustomerId,
+                customer_ids,
+            ))
             .filter(methods::Column::Id.is_in(chunk.iter().copied()))
             .exec(db)
             .await?
@@ -211,7 +226,12 @@ pub async fn deactivate_methods(
         changed += methods::Entity::update_many()
             .col_expr(methods::Column::State, Expr::value("DEACTIVATED"))
             .col_expr(methods::Column::UpdatedAt, Expr::value(now))
-            .filter(methods::Column::CustomerId.is_in(customer_ids.iter().copied()))
+            .filter(super::within_customers(
+                db,
+                methods::Entity,
+                methods::Column::CustomerId,
+                customer_ids,
+            ))
             .filter(methods::Column::Id.is_in(chunk.iter().copied()))
             .filter(methods::Column::State.eq("ACTIVE"))
             .exec(db)
@@ -234,7 +254,12 @@ pub async fn mark_users_reset(
         users::Entity::update_many()
             .col_expr(users::Column::MfaResetAt, Expr::value(now))
             .col_expr(users::Column::UpdatedAt, Expr::value(now))
-            .filter(users::Column::CustomerId.is_in(customer_ids.iter().copied()))
+            .filter(super::within_customers(
+                db,
+                users::Entity,
+                users::Column::CustomerId,
+                customer_ids,
+            ))
             .filter(users::Column::Id.is_in(chunk.iter().copied()))
             .exec(db)
             .await?;
@@ -242,7 +267,12 @@ pub async fn mark_users_reset(
     for chunk in registration_required.chunks(CHUNK) {
         users::Entity::update_many()
             .col_expr(users::Column::MfaRegistrationRequired, Expr::value(true))
-            .filter(users::Column::CustomerId.is_in(customer_ids.iter().copied()))
+            .filter(super::within_customers(
+                db,
+                users::Entity,
+                users::Column::CustomerId,
+                customer_ids,
+            ))
             .filter(users::Column::Id.is_in(chunk.iter().copied()))
             .exec(db)
             .await?;

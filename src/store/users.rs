@@ -147,7 +147,12 @@ pub async fn active_method_counts(
         .select_only()
         .column(methods::Column::UserId)
         .column_as(methods::Column::Id.count(), "active")
-        .filter(methods::Column::CustomerId.is_in(customer_ids.iter().copied()))
+        .filter(super::within_customers(
+            db,
+            methods::Entity,
+            methods::Column::CustomerId,
+            customer_ids,
+        ))
         .filter(methods::Column::UserId.is_in(user_ids.iter().copied()))
         .filter(methods::Column::State.eq("ACTIVE"))
         .group_by(methods::Column::UserId)

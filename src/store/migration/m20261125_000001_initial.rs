@@ -319,6 +319,16 @@ async fn create_authentication_methods(manager: &SchemaManager<'_>) -> Result<()
             AuthenticationMethods::UserId,
         ],
     )
+    .await?;
+    // Resets name their users by id: the methods of thousands of users across hundreds
+    // of customers are found through this index, one probe per user, rather than one
+    // per (customer, user) pair.
+    create_index(
+        manager,
+        "idx_authentication_methods_user",
+        AuthenticationMethods::Table,
+        [AuthenticationMethods::UserId, AuthenticationMethods::Id],
+    )
     .await
 }
 
