@@ -1,8 +1,6 @@
 //! The reset RPCs, shared by the Users and AuthenticationMethods services (one engine,
 //! two doors): decoding their requests and encoding `MfaReset` and its items.
 
-use std::collections::HashSet;
-
 use tonic::Status;
 
 use super::{
@@ -68,30 +66,13 @@ pub async fn summarize(
 ) -> Result<SummarizeAnswer, Status> {
     let mut v = Violations::new();
     let customer_ids = v.selection("customer_ids", &fields.customer_ids);
-    if fields.user_ids.is_empty() {
-        v.add("user_ids", "name at least one user");
-    } else if fields.user_ids.len() > reset::MAX_USERS_PER_RESET {
-        v.add(
-            "user_ids",
-            format!("name at most {} users", reset::MAX_USERS_PER_RESET),
-        );
-    }
-    let mut seen = HashSet::new();
-    let mut user_ids = Vec::with_capacity(fields.user_ids.len().min(reset::MAX_USERS_PER_RESET));
-    for (i, text) in fields
-        .user_ids
-        .iter()
-        .enumerate()
-        .take(reset::MAX_USERS_PER_RESET)
-    {
-        if let Some(id) = v.id(&format!("user_ids[{i}]"), text, UserId::parse) {
-            if seen.insert(id) {
-                user_ids.push(id);
-            } else {
-                v.add(format!("user_ids[{i}]"), "is listed twice");
-            }
-        }
-    }
+    let user_ids = v.distinct_ids(
+        "user_ids",
+        &fields.user_ids,
+        reset::MAX_USERS_PER_RESET,
+        "user",
+        UserId::parse,
+    );
     let options = fields.options.unwrap_or_default();
     let scope = v
         .enum_value::<pb::ResetScope>("options.scope", options.scope, false)

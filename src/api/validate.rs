@@ -64,21 +64,38 @@ impl Violations {
 
     /// A selection: 1 to 500 distinct customer ids.
     pub fn selection(&mut self, field: &str, ids: &[String]) -> Vec<CustomerId> {
+        self.distinct_ids(
+            field,
+            ids,
+            MAX_SELECTED_CUSTOMERS,
+            "customer",
+            CustomerId::parse,
+        )
+    }
+
+    /// 1 to `max` distinct ids: one violation of `field` for an empty or oversized list
+    /// (its elements are then not examined), otherwise one per malformed or repeated
+    /// element.
+    pub fn distinct_ids<T: Copy + Eq + std::hash::Hash>(
+        &mut self,
+        field: &str,
+        ids: &[String],
+        max: usize,
+        noun: &str,
+        parse: fn(&str) -> Option<T>,
+    ) -> Vec<T> {
         if ids.is_empty() {
-            self.add(field, "select at least one customer");
+            self.add(field, format!("name at least one {noun}"));
             return Vec::new();
         }
-        if ids.len() > MAX_SELECTED_CUSTOMERS {
-            self.add(
-                field,
-                format!("select at most {MAX_SELECTED_CUSTOMERS} customers"),
-            );
+        if ids.len() > max {
+            self.add(field, format!("name at most {max} {noun}s"));
             return Vec::new();
         }
         let mut seen = HashSet::new();
         let mut parsed = Vec::with_capacity(ids.len());
         for (i, text) in ids.iter().enumerate() {
-            let Some(id) = self.id(&format!("{field}[{i}]"), text, CustomerId::parse) else {
+            let Some(id) = self.id(&format!("{field}[{i}]"), text, parse) else {
                 continue;
             };
             if seen.insert(id) {
