@@ -64,6 +64,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Grant(args) => change_role(&cli.common, &args, true).await,
         Command::Revoke(args) => change_role(&cli.common, &args, false).await,
+        Command::PurgeResets(args) => {
+            let db = open(&cli.common).await?;
+            let now = crate::domain::now();
+            let cutoff = now - chrono::Duration::days(i64::from(args.older_than_days));
+            let txn = store::begin_write(&db).await?;
+            let purged = store::resets::purge_finished(&txn, cutoff, now).await?;
+            txn.commit().await?;
+            println!("purged {purged} finished MFA reset(s) made before {cutoff}");
+            Ok(())
+        }
         Command::Roles(args) => {
             let db = open(&cli.common).await?;
             let assignments = store::roles::list(&db, args.subject.as_deref()).await?;

@@ -106,6 +106,17 @@ pub enum Command {
     Revoke(RoleArgs),
     /// List role assignments.
     Roles(RolesArgs),
+    /// Delete stored MFA resets (summaries and their items) that can no longer change:
+    /// confirmed, cancelled or expired, and older than the retention period.
+    PurgeResets(PurgeArgs),
+}
+
+/// Flags of `purge-resets`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeArgs {
+    /// Keep resets made within this many days.
+    #[arg(long, default_value_t = 90)]
+    pub older_than_days: u32,
 }
 
 /// Flags of `serve`.

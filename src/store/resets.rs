@@ -279,3 +279,24 @@ pub async fn mark_users_reset(
     }
     Ok(())
 }
+
+/// Deletes the resets made before `cutoff` that can no longer change (confirmed,
+/// cancelled, or expired by `now`), with their customers and items (the foreign keys
+/// cascade); returns how many resets went. Audit events keep the record of what a
+/// confirmed reset did.
+pub async fn purge_finished(
+    db: &impl ConnectionTrait,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, DbErr> {
+    use sea_orm::Condition;
+    let finished = Condition::any()
+        .add(mfa_resets::Column::State.ne("PENDING"))
+        .add(mfa_resets::Column::ExpiresAt.lt(now));
+    Ok(mfa_resets::Entity::delete_many()
+        .filter(mfa_resets::Column::CreatedAt.lt(cutoff))
+        .filter(finished)
+        .exec(db)
+        .await?
+        .rows_affected)
+}

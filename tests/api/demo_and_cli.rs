@@ -255,3 +255,88 @@ async fn operators_grant_list_and_revoke_roles_and_mint_tokens_with_the_binary()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_purge_finished_resets_and_keep_pending_ones() {
+    let database = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
+    let app = TestApp::spawn_on(
+        database.url.clone(),
+        <mfa_reset::config::Settings as TestSettings>::default_for_tests,
+    )
+    .await;
+    let w = world(&app).await;
+    let summarize = |user: &pb::User| {
+        let mut users = app.users();
+        let request = pb::SummarizeMfaResetRequest {
+            customer_ids: vec![w.enforced.id.clone()],
+            user_ids: vec![user.id.clone()],
+            options: None,
+            reason: "purge test".into(),
+            page_size: 0,
+        };
+        let token = app.token(ADMIN);
+        async move {
+            users
+                .summarize_mfa_reset(authed(request, &token))
+                .await
+                .expect("summarize")
+                .into_inner()
+                .mfa_reset
+                .expect("reset")
+        }
+    };
+    let cancelled = summarize(&w.alice).await;
+    app.users()
+        .cancel_mfa_reset(authed(
+            pb::CancelMfaResetRequest {
+                reset_id: cancelled.id.clone(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .expect("cancel");
+    let pending = summarize(&w.root).await;
+
+    let dir =
+        std::env::temp_dir().join(format!("mfa-reset-purge-{}", uuid::Uuid::now_v7().simple()));
+    let purged = binary(
+        &dir,
+        &[
+            "--database-url",
+            &database.url,
+            "purge-resets",
+            "--older-than-days",
+            "0",
+        ],
+    );
+    assert!(purged.status.success(), "{purged:?}");
+    assert!(
+        String::from_utf8_lossy(&purged.stdout).contains("purged 1 finished"),
+        "{purged:?}"
+    );
+
+    let get = |id: String| {
+        let mut users = app.users();
+        let token = app.token(ADMIN);
+        async move {
+            users
+                .get_mfa_reset(authed(pb::GetMfaResetRequest { reset_id: id }, &token))
+                .await
+        }
+    };
+    assert_error(
+        get(cancelled.id.clone()).await,
+        tonic::Code::NotFound,
+        "NOT_FOUND",
+    );
+    let kept = get(pending.id.clone())
+        .await
+        .expect("pending reset kept")
+        .into_inner()
+        .mfa_reset
+        .unwrap();
+    assert_eq!(kept.state, i32::from(pb::MfaResetState::Pending));
+    app.stop().await;
+    database.drop_now().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
