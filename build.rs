@@ -10,6 +10,8 @@ const PROTOS: &[&str] = &[
     "proto/mfareset/v1/users_service.proto",
     "proto/mfareset/v1/authentication_methods_service.proto",
     "proto/mfareset/v1/audit_log_service.proto",
+    // Imported by no service: the `ErrorInfo.reason` values of every error.
+    "proto/mfareset/v1/error_reason.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -161,12 +161,17 @@ async fn run_case(
     let started = Instant::now();
     let summary = client
         .summarize_mfa_reset(authed(
-            pb::SummarizeMfaResetRequest {
+            pb::UsersSummarizeMfaResetRequest {
                 customer_ids: customer_ids.iter().map(ToString::to_string).collect(),
-                user_ids: user_ids.iter().map(ToString::to_string).collect(),
-                options: None,
+                target: Some(pb::users_summarize_mfa_reset_request::Target::Users(
+                    pb::UserReferences {
+                        user_ids: user_ids.iter().map(ToString::to_string).collect(),
+                        external_subjects: vec![],
+                    },
+                )),
                 reason: "bench".into(),
                 page_size: 500,
+                ..Default::default()
             },
             &token,
         ))
@@ -182,9 +187,10 @@ async fn run_case(
     let started = Instant::now();
     client
         .confirm_mfa_reset(authed(
-            pb::ConfirmMfaResetRequest {
+            pb::UsersConfirmMfaResetRequest {
                 reset_id: reset.id,
                 etag: reset.etag,
+                request_id: String::new(),
             },
             &token,
         ))
@@ -223,6 +229,7 @@ async fn seed(db: &DatabaseConnection, case: &Case) -> anyhow::Result<(Vec<Uuid>
                 enabled_method_kinds: "PHONE,HARDWARE_OATH".into(),
                 created_at: now,
                 updated_at: now,
+                approval_threshold: 0,
             })
         }))
         .exec_without_returning(db)

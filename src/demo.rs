@@ -172,6 +172,7 @@ pub async fn seed(db: &DatabaseConnection) -> anyhow::Result<Seeded> {
                         enabled_method_kinds: MethodKind::format_list(spec.kinds),
                         created_at: now,
                         updated_at: now,
+                        approval_threshold: 0,
                     },
                 )
                 .await?

@@ -20,11 +20,11 @@ use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Code;
+use tonic_types::RetryInfo;
 use tower::{Layer, Service};
 
-use crate::{api::status::ERROR_DOMAIN, auth::Principal};
+use crate::{api::status::status, auth::Principal, domain::Reason};
 
 /// Calls between two sweeps of idle principals out of the limiter's map.
 const SWEEP_EVERY: u64 = 4096;
@@ -100,17 +100,12 @@ where
             if let Err(not_until) = limiter.limiter.check_key(&principal.subject().to_string()) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 tracing::info!(retry_after_ms = wait.as_millis() as u64, "rate limited");
-                let mut details = ErrorDetails::new();
-                details.set_retry_info(Some(wait));
-                details.set_error_info(
-                    "RATE_LIMITED",
-                    ERROR_DOMAIN,
-                    std::collections::HashMap::new(),
-                );
-                let status = Status::with_error_details(
+                let status = status(
                     Code::ResourceExhausted,
+                    Reason::RateLimited,
                     "too many calls from this principal; retry after the delay in RetryInfo",
-                    details,
+                    Default::default(),
+                    vec![RetryInfo::new(Some(wait)).into()],
                 );
                 return Box::pin(std::future::ready(Ok(status.into_http())));
             }

@@ -35,7 +35,7 @@ use crate::{
     auth::{AuthLayer, ServerSecret, TokenVerifier},
     config::Settings,
     proto::{
-        FILE_DESCRIPTOR_SET,
+        FILE_DESCRIPTOR_SET, google_rpc_file_descriptor_set,
         v1::{
             audit_log_server::AuditLogServer,
             authentication_methods_server::AuthenticationMethodsServer,
@@ -133,16 +133,15 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let google_rpc = google_rpc_file_descriptor_set()?;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_file_descriptor_set(google_rpc.clone())
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let max = self.settings.max_message_bytes;
         let state = self.state.clone();

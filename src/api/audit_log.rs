@@ -1,5 +1,8 @@
 //! `mfareset.v1.AuditLog`.
 
+use std::pin::Pin;
+
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -11,6 +14,7 @@ use super::{
 };
 use crate::{
     domain::{
+        DomainError,
         audit::{self, AuditQuery},
         ids::UserId,
         model::{Action, AuditAction},
@@ -33,6 +37,10 @@ impl AuditLogService {
     }
 }
 
+/// The change stream of `WatchAuditEvents`.
+pub type AuditEventStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchAuditEventsResponse, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl AuditLog for AuditLogService {
     async fn list_audit_events(
@@ -45,21 +53,20 @@ impl AuditLog for AuditLogService {
         let ids = v.selection("customer_ids", &req.customer_ids);
         let user_id = v.optional_id("user_id", &req.user_id, UserId::parse);
         let actor = v.optional_text("actor", &req.actor, 255);
-        let action = v
-            .enum_value::<pb::AuditAction>("action", req.action, false)
-            .and_then(|a| AuditAction::try_from(a).ok());
-        let mut time = |field: &str, ts: &Option<prost_types::Timestamp>| {
-            ts.as_ref().and_then(|ts| {
+        let actions = v.enum_list::<pb::AuditAction, AuditAction>("actions", &req.actions);
+        let mut time = |field: &str, ts: &Option<prost_types::Timestamp>| match ts {
+            None => Some(None),
+            Some(ts) => {
                 let at = from_timestamp(ts);
                 if at.is_none() {
                     v.add(field, "is not a valid timestamp");
                 }
-                at
-            })
+                at.map(Some)
+            }
         };
         let start_time = time("start_time", &req.start_time);
         let end_time = time("end_time", &req.end_time);
-        if let (Some(start), Some(end)) = (start_time, end_time) {
+        if let (Some(Some(start)), Some(Some(end))) = (start_time, end_time) {
             if end <= start {
                 v.add("end_time", "must be after start_time");
             }
@@ -75,14 +82,15 @@ impl AuditLog for AuditLogService {
             },
         );
         let after = v.cursor(&self.state.page_tokens, &binding, &req.page_token);
-        v.finish()?;
+        let (ids, user_id, actions, start_time, end_time, size, after) =
+            v.finish((ids, user_id, actions, start_time, end_time, size, after))?;
         record_customers(&ids);
         let selection =
             Selection::resolve(&self.state.db, &caller.subject, &ids, Action::Read).await?;
         let query = AuditQuery {
             user_id,
             actor,
-            action,
+            actions,
             start_time,
             end_time,
         };
@@ -95,7 +103,20 @@ impl AuditLog for AuditLogService {
         .await?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             next_page_token: self.state.page_tokens.seal_id(&binding, page.next),
-            events: page.items.into_iter().map(convert::audit_event).collect(),
+            audit_events: page.items.iter().map(convert::audit_event).collect(),
         }))
+    }
+
+    type WatchAuditEventsStream = AuditEventStream;
+
+    async fn watch_audit_events(
+        &self,
+        request: Request<pb::WatchAuditEventsRequest>,
+    ) -> Result<Response<Self::WatchAuditEventsStream>, Status> {
+        caller(&request)?;
+        Err(DomainError::Unimplemented {
+            rpc: "mfareset.v1.AuditLog/WatchAuditEvents",
+        }
+        .into())
     }
 }

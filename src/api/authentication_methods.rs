@@ -1,25 +1,24 @@
-//! `mfareset.v1.AuthenticationMethods`. Its reset RPCs are the same engine as the
-//! Users service's, reached from the methods list.
+//! `mfareset.v1.AuthenticationMethods`. Its reset RPCs are the same engine as the Users
+//! service's, reached from the methods list.
 
 use tonic::{Request, Response, Status};
 
 use super::{
     State, caller, convert,
-    customers::unreachable_invalid,
     paging::Binding,
     record_customers,
+    reply::Reply,
     resets::{self, SummarizeFields},
-    users::mfa_state_filter,
+    users::user_query,
     validate::Violations,
 };
 use crate::{
     domain::{
         ids::{CustomerId, MethodId, UserId},
         methods::{self, NewMethod},
-        model::{Action, MethodKind, MethodScope, Removal},
+        model::{Action, Method, MethodKind, MethodScope, Removal},
         paging::PageRequest,
         selection::Selection,
-        users::UserQuery,
     },
     proto::v1::{self as pb, authentication_methods_server::AuthenticationMethods},
 };
@@ -47,16 +46,7 @@ impl AuthenticationMethods for AuthenticationMethodsService {
         let req = request.into_inner();
         let mut v = Violations::new();
         let ids = v.selection("customer_ids", &req.customer_ids);
-        let method_kinds: Vec<MethodKind> = req
-            .method_kinds
-            .iter()
-            .enumerate()
-            .filter_map(|(i, raw)| {
-                v.enum_value::<pb::MethodKind>(&format!("method_kinds[{i}]"), *raw, true)
-            })
-            .filter_map(|k| MethodKind::try_from(k).ok())
-            .collect();
-        let mfa_state = mfa_state_filter(&mut v, req.mfa_state);
+        let query = user_query(&mut v, "", &req.query, &req.mfa_states, &req.method_kinds);
         let size = v.page_size("page_size", req.page_size);
         let binding = Binding::of(
             "ListUsersWithMethods",
@@ -68,15 +58,10 @@ impl AuthenticationMethods for AuthenticationMethodsService {
             },
         );
         let after = v.cursor(&self.state.page_tokens, &binding, &req.page_token);
-        v.finish()?;
+        let (ids, query, size, after) = v.finish((ids, query, size, after))?;
         record_customers(&ids);
         let selection =
             Selection::resolve(&self.state.db, &caller.subject, &ids, Action::Read).await?;
-        let query = UserQuery {
-            prefix: None,
-            mfa_state,
-            method_kinds,
-        };
         let page = methods::list_users_with_methods(
             &self.state.db,
             &selection,
@@ -88,10 +73,10 @@ impl AuthenticationMethods for AuthenticationMethodsService {
             next_page_token: self.state.page_tokens.seal_id(&binding, page.next),
             users: page
                 .items
-                .into_iter()
+                .iter()
                 .map(|(user, methods)| pb::UserMethods {
                     user: Some(convert::user(user)),
-                    methods: methods.into_iter().map(convert::method).collect(),
+                    authentication_methods: methods.iter().map(convert::method).collect(),
                 })
                 .collect(),
         }))
@@ -106,16 +91,31 @@ impl AuthenticationMethods for AuthenticationMethodsService {
         let mut v = Violations::new();
         let ids = v.selection("customer_ids", &req.customer_ids);
         let user_id = v.id("user_id", &req.user_id, UserId::parse);
-        v.finish()?;
-        let Some(user_id) = user_id else {
-            unreachable_invalid()?
-        };
+        let size = v.page_size("page_size", req.page_size);
+        let binding = Binding::of(
+            "ListAuthenticationMethods",
+            &caller.subject,
+            &pb::ListAuthenticationMethodsRequest {
+                page_size: 0,
+                page_token: String::new(),
+                ..req.clone()
+            },
+        );
+        let after = v.cursor(&self.state.page_tokens, &binding, &req.page_token);
+        let (ids, user_id, size, after) = v.finish((ids, user_id, size, after))?;
         record_customers(&ids);
         let selection =
             Selection::resolve(&self.state.db, &caller.subject, &ids, Action::Read).await?;
-        let methods = methods::list_of_user(&self.state.db, &selection, user_id).await?;
+        let page = methods::list_of_user(
+            &self.state.db,
+            &selection,
+            user_id,
+            PageRequest { size, after },
+        )
+        .await?;
         Ok(Response::new(pb::ListAuthenticationMethodsResponse {
-            methods: methods.into_iter().map(convert::method).collect(),
+            next_page_token: self.state.page_tokens.seal_id(&binding, page.next),
+            authentication_methods: page.items.iter().map(convert::method).collect(),
         }))
     }
 
@@ -126,22 +126,19 @@ impl AuthenticationMethods for AuthenticationMethodsService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
+        let key = v.request_key(
+            "mfareset.v1.AuthenticationMethods/RegisterAuthenticationMethod",
+            &req,
+            |r| std::mem::take(&mut r.request_id),
+        );
         let customer_id = v.id("customer_id", &req.customer_id, CustomerId::parse);
         let user_id = v.id("user_id", &req.user_id, UserId::parse);
-        let kind = v
-            .enum_value::<pb::MethodKind>("kind", req.kind, true)
-            .and_then(|k| MethodKind::try_from(k).ok());
-        let scope = v
-            .enum_value::<pb::MethodScope>("scope", req.scope, true)
-            .and_then(|s| MethodScope::try_from(s).ok());
+        let kind = v.required_enum::<pb::MethodKind, MethodKind>("kind", req.kind);
+        let scope = v.required_enum::<pb::MethodScope, MethodScope>("scope", req.scope);
         let label = v.text("label", &req.label, 1, 200);
         let secret_ref = v.optional_text("secret_ref", &req.secret_ref, 500);
-        v.finish()?;
-        let (Some(customer_id), Some(user_id), Some(kind), Some(scope)) =
-            (customer_id, user_id, kind, scope)
-        else {
-            unreachable_invalid()?
-        };
+        let (key, customer_id, user_id, kind, scope) =
+            v.finish((key, customer_id, user_id, kind, scope))?;
         record_customers(&[customer_id]);
         let new = NewMethod {
             customer_id,
@@ -151,10 +148,17 @@ impl AuthenticationMethods for AuthenticationMethodsService {
             label,
             secret_ref,
         };
-        let method = methods::register(&self.state.db, &caller, new).await?;
-        Ok(Response::new(pb::RegisterAuthenticationMethodResponse {
-            method: Some(convert::method(method)),
-        }))
+        let reply = Reply::new(|method: &Method| pb::RegisterAuthenticationMethodResponse {
+            authentication_method: Some(convert::method(method)),
+        });
+        let answer = methods::register(
+            &self.state.db,
+            &caller,
+            reply.idempotency(key.as_ref()),
+            new,
+        )
+        .await?;
+        Ok(Response::new(reply.respond(answer)?))
     }
 
     async fn delete_authentication_method(
@@ -164,42 +168,59 @@ impl AuthenticationMethods for AuthenticationMethodsService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
+        let key = v.request_key(
+            "mfareset.v1.AuthenticationMethods/DeleteAuthenticationMethod",
+            &req,
+            |r| std::mem::take(&mut r.request_id),
+        );
         let customer_id = v.id("customer_id", &req.customer_id, CustomerId::parse);
         let method_id = v.id("method_id", &req.method_id, MethodId::parse);
         let reason = v.text("reason", &req.reason, 0, 500);
-        v.finish()?;
-        let (Some(customer_id), Some(method_id)) = (customer_id, method_id) else {
-            unreachable_invalid()?
-        };
+        let (key, customer_id, method_id) = v.finish((key, customer_id, method_id))?;
         record_customers(&[customer_id]);
-        let removal =
-            methods::delete(&self.state.db, &caller, customer_id, method_id, &reason).await?;
-        let disposition = match removal {
-            Removal::Delete => pb::MethodDisposition::Delete,
-            Removal::Deactivate => pb::MethodDisposition::Deactivate,
-        };
-        Ok(Response::new(pb::DeleteAuthenticationMethodResponse {
-            disposition: disposition.into(),
-        }))
+        let reply = Reply::new(|removal: &Removal| pb::DeleteAuthenticationMethodResponse {
+            disposition: convert::wire::<_, pb::MethodDisposition>(*removal),
+        });
+        let answer = methods::delete(
+            &self.state.db,
+            &caller,
+            reply.idempotency(key.as_ref()),
+            customer_id,
+            method_id,
+            &reason,
+        )
+        .await?;
+        Ok(Response::new(reply.respond(answer)?))
     }
 
     async fn summarize_mfa_reset(
         &self,
         request: Request<pb::AuthenticationMethodsSummarizeMfaResetRequest>,
     ) -> Result<Response<pb::AuthenticationMethodsSummarizeMfaResetResponse>, Status> {
+        use pb::authentication_methods_summarize_mfa_reset_request::Target;
         let caller = caller(&request)?;
         let req = request.into_inner();
         let fields = SummarizeFields {
-            customer_ids: req.customer_ids,
-            user_ids: req.user_ids,
-            options: req.options,
-            reason: req.reason,
+            rpc: "mfareset.v1.AuthenticationMethods/SummarizeMfaReset",
+            customer_ids: &req.customer_ids,
+            users: match &req.target {
+                Some(Target::Users(users)) => Some(resets::Target::Users(users)),
+                Some(Target::Filter(filter)) => Some(resets::Target::Filter(filter)),
+                None => None,
+            },
+            options: req.options.as_ref(),
+            reason: &req.reason,
             page_size: req.page_size,
+            request_id: &req.request_id,
         };
-        let answer = resets::summarize(&self.state, &caller, fields).await?;
+        let rest = pb::AuthenticationMethodsSummarizeMfaResetRequest {
+            request_id: String::new(),
+            ..req.clone()
+        };
+        let answer = resets::summarize(&self.state, &caller, fields, &rest).await?;
         Ok(Response::new(
             pb::AuthenticationMethodsSummarizeMfaResetResponse {
-                mfa_reset: Some(answer.mfa_reset),
+                mfa_reset: answer.mfa_reset,
                 items: answer.items,
                 next_page_token: answer.next_page_token,
             },
@@ -212,7 +233,15 @@ impl AuthenticationMethods for AuthenticationMethodsService {
     ) -> Result<Response<pb::AuthenticationMethodsConfirmMfaResetResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let reset = resets::confirm(&self.state, &caller, &req.reset_id, &req.etag).await?;
+        let reset = resets::confirm(
+            &self.state,
+            &caller,
+            "mfareset.v1.AuthenticationMethods/ConfirmMfaReset",
+            &req.reset_id,
+            &req.etag,
+            &req.request_id,
+        )
+        .await?;
         Ok(Response::new(
             pb::AuthenticationMethodsConfirmMfaResetResponse {
                 mfa_reset: Some(reset),

@@ -1,16 +1,18 @@
-//! Domain values to proto messages and back. Labels are masked here, on the way
-//! out, so that no response can carry contact data.
+//! Domain values to proto messages and back. Labels are masked here, on the way out, so
+//! that no response can carry contact data.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use prost_types::{Struct, Timestamp, Value as ProtoValue, value::Kind};
-use serde_json::Value;
+use prost_types::{FieldMask, Timestamp};
 
 use crate::{
     domain::{
-        audit::AuditEvent,
+        audit::{AuditDetails, AuditEvent},
         customers::VisibleCustomer,
         masking::mask_label,
-        model::{self, Method, User},
+        model::{self, Method, MethodKind, Removal, User},
+        reset::{self, ResetState},
         selection::Offer,
     },
     proto::v1 as pb,
@@ -30,24 +32,33 @@ pub fn from_timestamp(ts: &Timestamp) -> Option<DateTime<Utc>> {
         .single()
 }
 
+/// A count for the wire (counts never exceed `i32` in practice; saturate if they did).
+pub fn count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 /// Proto enum conversions for the domain's named enums.
 pub mod enums {
-    use super::{model, pb};
+    use super::{model, pb, reset};
 
     /// Maps a domain enum to its proto twin, and back.
     macro_rules! mirror {
-        ($domain:ident <-> $proto:ident { $($variant:ident),+ $(,)? }) => {
-            impl From<model::$domain> for pb::$proto {
-                fn from(value: model::$domain) -> Self {
-                    match value { $(model::$domain::$variant => pb::$proto::$variant),+ }
+        ($domain:path => $proto:path { $($variant:ident),+ $(,)? }) => {
+            impl From<$domain> for $proto {
+                fn from(value: $domain) -> Self {
+                    use $domain as D;
+                    use $proto as P;
+                    match value { $(D::$variant => P::$variant),+ }
                 }
             }
 
-            impl TryFrom<pb::$proto> for model::$domain {
+            impl TryFrom<$proto> for $domain {
                 type Error = ();
-                fn try_from(value: pb::$proto) -> Result<Self, ()> {
+                fn try_from(value: $proto) -> Result<Self, ()> {
+                    use $domain as D;
+                    use $proto as P;
                     match value {
-                        $(pb::$proto::$variant => Ok(model::$domain::$variant),)+
+                        $(P::$variant => Ok(D::$variant),)+
                         #[allow(unreachable_patterns)]
                         _ => Err(()),
                     }
@@ -56,65 +67,112 @@ pub mod enums {
         };
     }
 
-    mirror!(MfaPolicy <-> MfaPolicy { Enforced, Optional });
-    mirror!(Role <-> Role { Reader, AuthenticationAdmin, PrivilegedAuthenticationAdmin, Provisioner });
-    mirror!(Action <-> Action { Read, ResetMfa, ResetAdminMfa, DeleteMethod, SetMfaPolicy, Provision });
-    mirror!(MethodKind <-> MethodKind { Phone, AuthenticatorApp, SoftwareOath, HardwareOath, Email, Fido2, RecoveryCodes });
-    mirror!(MethodScope <-> MethodScope { User, Org });
-    mirror!(MethodState <-> MethodState { Active, Deactivated });
-    mirror!(MfaState <-> MfaState { Registered, NotRegistered, RegistrationRequired });
-    mirror!(ResetScope <-> ResetScope { All, OrgLevel });
-    mirror!(AuditAction <-> AuditAction {
-        CustomerCreated, MfaPolicySet, UserCreated, UserUpdated, MethodRegistered, MethodDeleted, MfaReset
+    mirror!(model::MfaPolicy => pb::MfaPolicy { Enforced, Optional });
+    mirror!(model::Role => pb::Role {
+        Reader, AuthenticationAdmin, PrivilegedAuthenticationAdmin, Provisioner
     });
+    mirror!(model::Action => pb::Action {
+        Read, ResetMfa, ResetAdminMfa, DeleteMethod, SetMfaPolicy, Provision,
+        SetApprovalThreshold
+    });
+    mirror!(model::MethodKind => pb::MethodKind {
+        Phone, AuthenticatorApp, SoftwareOath, HardwareOath, Email, Fido2, RecoveryCodes
+    });
+    mirror!(model::MethodScope => pb::MethodScope { User, Org });
+    mirror!(model::MethodState => pb::MethodState { Active, Deactivated });
+    mirror!(model::MfaState => pb::MfaState { Registered, NotRegistered, RegistrationRequired });
+    mirror!(model::ResetScope => pb::ResetScope { All, OrgLevel });
+    mirror!(model::AuditAction => pb::AuditAction {
+        CustomerCreated, MfaPolicySet, UserCreated, UserUpdated, MethodRegistered,
+        MethodDeleted, MfaReset, RoleGranted, RoleRevoked, UserDeleted,
+        ResetApprovalRequested, ResetApproved, ResetRejected, ResetCancelled,
+        ApprovalThresholdSet
+    });
+    mirror!(reset::ResetState => pb::MfaResetState {
+        Pending, AwaitingApproval, Confirmed, Cancelled, Rejected, Expired
+    });
+    mirror!(reset::Disposition => pb::MethodDisposition { Delete, Deactivate, Keep });
+
+    impl From<reset::SkipReason> for pb::SkipReason {
+        fn from(value: reset::SkipReason) -> Self {
+            match value {
+                reset::SkipReason::NotEnrolled => pb::SkipReason::NotEnrolled,
+                reset::SkipReason::ProtectedAdmin => pb::SkipReason::ProtectedAdmin,
+                reset::SkipReason::SelfUser => pb::SkipReason::Self_,
+            }
+        }
+    }
+
+    impl TryFrom<pb::SkipReason> for reset::SkipReason {
+        type Error = ();
+        fn try_from(value: pb::SkipReason) -> Result<Self, ()> {
+            match value {
+                pb::SkipReason::NotEnrolled => Ok(reset::SkipReason::NotEnrolled),
+                pb::SkipReason::ProtectedAdmin => Ok(reset::SkipReason::ProtectedAdmin),
+                pb::SkipReason::Self_ => Ok(reset::SkipReason::SelfUser),
+                pb::SkipReason::Unspecified => Err(()),
+            }
+        }
+    }
+
+    impl From<model::Removal> for pb::MethodDisposition {
+        fn from(value: model::Removal) -> Self {
+            match value {
+                model::Removal::Delete => pb::MethodDisposition::Delete,
+                model::Removal::Deactivate => pb::MethodDisposition::Deactivate,
+            }
+        }
+    }
 }
 
-fn wire<D, P: From<D> + Into<i32>>(value: D) -> i32 {
+/// The wire value of a domain enum.
+pub fn wire<D, P: From<D> + Into<i32>>(value: D) -> i32 {
     P::from(value).into()
 }
 
 /// A customer as the caller sees it.
-pub fn customer(visible: VisibleCustomer) -> pb::Customer {
-    let c = visible.customer;
+pub fn customer(visible: &VisibleCustomer) -> pb::Customer {
+    let c = &visible.customer;
     pb::Customer {
         id: c.id.to_string(),
-        name: c.name,
+        display_name: c.display_name.clone(),
         mfa_policy: wire::<_, pb::MfaPolicy>(c.mfa_policy),
         enabled_method_kinds: c
             .enabled_method_kinds
-            .into_iter()
-            .map(wire::<_, pb::MethodKind>)
+            .iter()
+            .map(|k| wire::<_, pb::MethodKind>(*k))
             .collect(),
         caller_roles: visible
             .caller_roles
-            .into_iter()
-            .map(wire::<_, pb::Role>)
+            .iter()
+            .map(|r| wire::<_, pb::Role>(*r))
             .collect(),
-        created_at: Some(timestamp(c.created_at)),
-        updated_at: Some(timestamp(c.updated_at)),
+        create_time: Some(timestamp(c.created_at)),
+        update_time: Some(timestamp(c.updated_at)),
+        approval_threshold: count(c.approval_threshold),
     }
 }
 
 /// A user.
-pub fn user(u: User) -> pb::User {
+pub fn user(u: &User) -> pb::User {
     pb::User {
         id: u.id.to_string(),
         customer_id: u.customer_id.to_string(),
         mfa_state: wire::<_, pb::MfaState>(u.mfa_state()),
-        display_name: u.display_name,
-        email: u.email,
-        external_subject: u.external_subject.unwrap_or_default(),
-        is_admin: u.is_admin,
+        display_name: u.display_name.clone(),
+        email: u.email.clone(),
+        external_subject: u.external_subject.clone().unwrap_or_default(),
+        admin: u.admin,
         mfa_registration_required: u.mfa_registration_required,
-        mfa_reset_at: u.mfa_reset_at.map(timestamp),
-        active_method_count: i32::try_from(u.active_method_count).unwrap_or(i32::MAX),
-        created_at: Some(timestamp(u.created_at)),
-        updated_at: Some(timestamp(u.updated_at)),
+        mfa_reset_time: u.mfa_reset_at.map(timestamp),
+        active_method_count: count(u.active_method_count),
+        create_time: Some(timestamp(u.created_at)),
+        update_time: Some(timestamp(u.updated_at)),
     }
 }
 
 /// A method, its label masked.
-pub fn method(m: Method) -> pb::AuthenticationMethod {
+pub fn method(m: &Method) -> pb::AuthenticationMethod {
     pb::AuthenticationMethod {
         id: m.id.to_string(),
         customer_id: m.customer_id.to_string(),
@@ -124,25 +182,159 @@ pub fn method(m: Method) -> pb::AuthenticationMethod {
         label: mask_label(m.kind, &m.label),
         state: wire::<_, pb::MethodState>(m.state),
         has_secret_ref: m.has_secret_ref,
-        created_at: Some(timestamp(m.created_at)),
-        updated_at: Some(timestamp(m.updated_at)),
+        create_time: Some(timestamp(m.created_at)),
+        update_time: Some(timestamp(m.updated_at)),
     }
 }
 
-/// An audit event.
-pub fn audit_event(e: AuditEvent) -> pb::AuditEvent {
+/// Method counts by kind, for the wire, in declaration order; kinds with no methods are
+/// left out.
+pub fn kind_counts(counts: &BTreeMap<MethodKind, u32>) -> Vec<pb::MethodKindCount> {
+    counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(kind, n)| pb::MethodKindCount {
+            kind: wire::<_, pb::MethodKind>(*kind),
+            method_count: count(*n),
+        })
+        .collect()
+}
+
+/// An audit event, with its typed details.
+pub fn audit_event(e: &AuditEvent) -> pb::AuditEvent {
+    let user = e.user.as_ref();
     pb::AuditEvent {
         id: e.id.to_string(),
-        customer_id: e.customer_id.to_string(),
-        occurred_at: Some(timestamp(e.occurred_at)),
-        actor: e.actor,
-        action: wire::<_, pb::AuditAction>(e.action),
-        user_id: e.user_id.map(|id| id.to_string()).unwrap_or_default(),
+        customer_id: e
+            .customer_id
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| "*".into()),
+        occur_time: Some(timestamp(e.occurred_at)),
+        actor: e.actor.clone(),
+        action: wire::<_, pb::AuditAction>(e.action()),
+        user_id: user.map(|u| u.id.to_string()).unwrap_or_default(),
+        external_subject: user
+            .and_then(|u| u.external_subject.clone())
+            .unwrap_or_default(),
+        mfa_registration_required: user.is_some_and(|u| u.mfa_registration_required),
+        mfa_reset_time: user.and_then(|u| u.mfa_reset_at).map(timestamp),
         method_id: e.method_id.map(|id| id.to_string()).unwrap_or_default(),
         reset_id: e.reset_id.map(|id| id.to_string()).unwrap_or_default(),
-        reason: e.reason.unwrap_or_default(),
-        request_id: e.request_id.unwrap_or_default(),
-        details: Some(json_struct(e.details)),
+        reason: e.reason.clone().unwrap_or_default(),
+        correlation_id: e.correlation_id.clone().unwrap_or_default(),
+        details: Some(audit_details(&e.details)),
+    }
+}
+
+fn audit_details(details: &AuditDetails) -> pb::audit_event::Details {
+    use pb::audit_event::Details as D;
+    let kinds = |kinds: &[MethodKind]| {
+        kinds
+            .iter()
+            .map(|k| wire::<_, pb::MethodKind>(*k))
+            .collect()
+    };
+    match details {
+        AuditDetails::CustomerCreated {
+            display_name,
+            mfa_policy,
+            enabled_method_kinds,
+        } => D::CustomerCreated(pb::CustomerCreatedDetails {
+            display_name: display_name.clone(),
+            mfa_policy: wire::<_, pb::MfaPolicy>(*mfa_policy),
+            enabled_method_kinds: kinds(enabled_method_kinds),
+        }),
+        AuditDetails::MfaPolicySet { previous, policy } => {
+            D::MfaPolicySet(pb::MfaPolicySetDetails {
+                previous_mfa_policy: wire::<_, pb::MfaPolicy>(*previous),
+                mfa_policy: wire::<_, pb::MfaPolicy>(*policy),
+            })
+        }
+        AuditDetails::ApprovalThresholdSet {
+            previous,
+            threshold,
+        } => D::ApprovalThresholdSet(pb::ApprovalThresholdSetDetails {
+            previous_approval_threshold: count(*previous),
+            approval_threshold: count(*threshold),
+        }),
+        AuditDetails::UserCreated { admin } => {
+            D::UserCreated(pb::UserCreatedDetails { admin: *admin })
+        }
+        AuditDetails::UserUpdated {
+            changed_fields,
+            admin,
+        } => D::UserUpdated(pb::UserUpdatedDetails {
+            changed_fields: Some(FieldMask {
+                paths: changed_fields.clone(),
+            }),
+            admin: *admin,
+        }),
+        AuditDetails::UserDeleted {
+            admin,
+            methods_deleted,
+        } => D::UserDeleted(pb::UserDeletedDetails {
+            admin: *admin,
+            methods_deleted_count: count(*methods_deleted),
+        }),
+        AuditDetails::MethodRegistered { kind, scope } => {
+            D::MethodRegistered(pb::MethodRegisteredDetails {
+                kind: wire::<_, pb::MethodKind>(*kind),
+                scope: wire::<_, pb::MethodScope>(*scope),
+            })
+        }
+        AuditDetails::MethodDeleted { kind, removal } => {
+            D::MethodDeleted(pb::MethodDeletedDetails {
+                kind: wire::<_, pb::MethodKind>(*kind),
+                disposition: wire::<Removal, pb::MethodDisposition>(*removal),
+            })
+        }
+        AuditDetails::MfaReset {
+            scope,
+            deleted,
+            deactivated,
+            requested_by,
+            approved_by,
+        } => D::MfaReset(pb::MfaResetDetails {
+            scope: wire::<_, pb::ResetScope>(*scope),
+            methods_deleted_count: count(deleted.values().sum()),
+            methods_deleted_by_kind: kind_counts(deleted),
+            methods_deactivated_count: count(deactivated.values().sum()),
+            methods_deactivated_by_kind: kind_counts(deactivated),
+            requested_by: requested_by.clone(),
+            approved_by: approved_by.clone().unwrap_or_default(),
+        }),
+        AuditDetails::ResetApprovalRequested {
+            users_to_reset,
+            approval_required,
+        } => D::ResetApprovalRequested(pb::ResetApprovalRequestedDetails {
+            users_to_reset_count: count(*users_to_reset),
+            approval_required: *approval_required,
+        }),
+        AuditDetails::ResetApproved {
+            requested_by,
+            users_reset,
+        } => D::ResetApproved(pb::ResetApprovedDetails {
+            requested_by: requested_by.clone(),
+            users_reset_count: count(*users_reset),
+        }),
+        AuditDetails::ResetRejected { requested_by } => {
+            D::ResetRejected(pb::ResetRejectedDetails {
+                requested_by: requested_by.clone(),
+            })
+        }
+        AuditDetails::ResetCancelled { previous_state } => {
+            D::ResetCancelled(pb::ResetCancelledDetails {
+                previous_state: wire::<ResetState, pb::MfaResetState>(*previous_state),
+            })
+        }
+        AuditDetails::RoleGranted { subject, role } => D::RoleGranted(pb::RoleGrantedDetails {
+            subject: subject.clone(),
+            role: wire::<_, pb::Role>(*role),
+        }),
+        AuditDetails::RoleRevoked { subject, role } => D::RoleRevoked(pb::RoleRevokedDetails {
+            subject: subject.clone(),
+            role: wire::<_, pb::Role>(*role),
+        }),
     }
 }
 
@@ -154,24 +346,4 @@ pub fn gap_item(offer: Offer) -> pb::selection_gap::Item {
         Offer::ResetScope(s) => Item::ResetScope(wire::<_, pb::ResetScope>(s)),
         Offer::MethodKind(k) => Item::MethodKind(wire::<_, pb::MethodKind>(k)),
     }
-}
-
-fn json_struct(map: serde_json::Map<String, Value>) -> Struct {
-    Struct {
-        fields: map.into_iter().map(|(k, v)| (k, json_value(v))).collect(),
-    }
-}
-
-fn json_value(value: Value) -> ProtoValue {
-    let kind = match value {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.into_iter().map(json_value).collect(),
-        }),
-        Value::Object(map) => Kind::StructValue(json_struct(map)),
-    };
-    ProtoValue { kind: Some(kind) }
 }

@@ -2,10 +2,13 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{State, caller, convert, paging::Binding, record_customers, validate::Violations};
+use super::{
+    State, caller, convert, paging::Binding, record_customers, reply::Reply, validate::Violations,
+};
 use crate::{
     domain::{
-        customers::{self, NewCustomer},
+        DomainError,
+        customers::{self, NewCustomer, VisibleCustomer},
         ids::CustomerId,
         model::{MethodKind, MfaPolicy},
         paging::PageRequest,
@@ -46,12 +49,12 @@ impl Customers for CustomersService {
             },
         );
         let after = v.cursor(&self.state.page_tokens, &binding, &req.page_token);
-        v.finish()?;
+        let (size, after) = v.finish((size, after))?;
         let page =
             customers::list_visible(&self.state.db, &caller, PageRequest { size, after }).await?;
         Ok(Response::new(pb::ListCustomersResponse {
             next_page_token: self.state.page_tokens.seal_id(&binding, page.next),
-            customers: page.items.into_iter().map(convert::customer).collect(),
+            customers: page.items.iter().map(convert::customer).collect(),
         }))
     }
 
@@ -63,12 +66,11 @@ impl Customers for CustomersService {
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = v.id("customer_id", &req.customer_id, CustomerId::parse);
-        v.finish()?;
-        let Some(id) = id else { unreachable_invalid()? };
+        let id = v.finish(id)?;
         record_customers(&[id]);
         let customer = customers::get(&self.state.db, &caller, id).await?;
         Ok(Response::new(pb::GetCustomerResponse {
-            customer: Some(convert::customer(customer)),
+            customer: Some(convert::customer(&customer)),
         }))
     }
 
@@ -80,12 +82,12 @@ impl Customers for CustomersService {
         let req = request.into_inner();
         let mut v = Violations::new();
         let ids = v.selection("customer_ids", &req.customer_ids);
-        v.finish()?;
+        let ids = v.finish(ids)?;
         record_customers(&ids);
         let (selected, description) =
             customers::describe_selection(&self.state.db, &caller, &ids).await?;
         let mut response = pb::DescribeSelectionResponse {
-            customers: selected.into_iter().map(convert::customer).collect(),
+            customers: selected.iter().map(convert::customer).collect(),
             ..Default::default()
         };
         for offer in description.common {
@@ -117,20 +119,38 @@ impl Customers for CustomersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
+        let key = v.request_key("mfareset.v1.Customers/SetMfaPolicy", &req, |r| {
+            std::mem::take(&mut r.request_id)
+        });
         let id = v.id("customer_id", &req.customer_id, CustomerId::parse);
-        let policy = v.enum_value::<pb::MfaPolicy>("mfa_policy", req.mfa_policy, true);
+        let policy = v.required_enum::<pb::MfaPolicy, MfaPolicy>("mfa_policy", req.mfa_policy);
         let reason = v.text("reason", &req.reason, 0, 500);
-        v.finish()?;
-        let (Some(id), Some(policy)) = (id, policy.and_then(|p| MfaPolicy::try_from(p).ok()))
-        else {
-            unreachable_invalid()?
-        };
+        let (key, id, policy) = v.finish((key, id, policy))?;
         record_customers(&[id]);
-        let customer =
-            customers::set_mfa_policy(&self.state.db, &caller, id, policy, &reason).await?;
-        Ok(Response::new(pb::SetMfaPolicyResponse {
+        let reply = Reply::new(|customer: &VisibleCustomer| pb::SetMfaPolicyResponse {
             customer: Some(convert::customer(customer)),
-        }))
+        });
+        let answer = customers::set_mfa_policy(
+            &self.state.db,
+            &caller,
+            reply.idempotency(key.as_ref()),
+            id,
+            policy,
+            &reason,
+        )
+        .await?;
+        Ok(Response::new(reply.respond(answer)?))
+    }
+
+    async fn set_approval_threshold(
+        &self,
+        request: Request<pb::SetApprovalThresholdRequest>,
+    ) -> Result<Response<pb::SetApprovalThresholdResponse>, Status> {
+        caller(&request)?;
+        Err(DomainError::Unimplemented {
+            rpc: "mfareset.v1.Customers/SetApprovalThreshold",
+        }
+        .into())
     }
 
     async fn create_customer(
@@ -140,58 +160,40 @@ impl Customers for CustomersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let Some(customer) = req.customer else {
-            v.add("customer", "is required");
-            v.finish()?;
-            unreachable_invalid()?
+        let key = v.request_key("mfareset.v1.Customers/CreateCustomer", &req, |r| {
+            std::mem::take(&mut r.request_id)
+        });
+        let Some(customer) = v.required("customer", &req.customer) else {
+            return Err(v.refusal().into());
         };
-        let name = v.text("customer.name", &customer.name, 1, 200);
+        let display_name = v.text("customer.display_name", &customer.display_name, 1, 200);
         let policy =
-            v.enum_value::<pb::MfaPolicy>("customer.mfa_policy", customer.mfa_policy, true);
+            v.required_enum::<pb::MfaPolicy, MfaPolicy>("customer.mfa_policy", customer.mfa_policy);
         if customer.enabled_method_kinds.is_empty() {
             v.add(
                 "customer.enabled_method_kinds",
                 "enable at least one method kind",
             );
         }
-        let kinds: Vec<MethodKind> = customer
-            .enabled_method_kinds
-            .iter()
-            .enumerate()
-            .filter_map(|(i, raw)| {
-                v.enum_value::<pb::MethodKind>(
-                    &format!("customer.enabled_method_kinds[{i}]"),
-                    *raw,
-                    true,
-                )
-            })
-            .filter_map(|k| MethodKind::try_from(k).ok())
-            .collect();
-        v.finish()?;
-        let Some(mfa_policy) = policy.and_then(|p| MfaPolicy::try_from(p).ok()) else {
-            unreachable_invalid()?
-        };
-        let created = customers::create(
+        let kinds = v.enum_list::<pb::MethodKind, MethodKind>(
+            "customer.enabled_method_kinds",
+            &customer.enabled_method_kinds,
+        );
+        let (key, mfa_policy, enabled_method_kinds) = v.finish((key, policy, kinds))?;
+        let reply = Reply::new(|customer: &VisibleCustomer| pb::CreateCustomerResponse {
+            customer: Some(convert::customer(customer)),
+        });
+        let answer = customers::create(
             &self.state.db,
             &caller,
+            reply.idempotency(key.as_ref()),
             NewCustomer {
-                name,
+                display_name,
                 mfa_policy,
-                enabled_method_kinds: kinds,
+                enabled_method_kinds,
             },
         )
         .await?;
-        Ok(Response::new(pb::CreateCustomerResponse {
-            customer: Some(convert::customer(created)),
-        }))
+        Ok(Response::new(reply.respond(answer)?))
     }
-}
-
-/// For `let ... else` after `Violations::finish` succeeded: every value was parsed,
-/// so this is never reached; if it were, it is a bug, reported as INTERNAL.
-pub(crate) fn unreachable_invalid<T>() -> Result<T, Status> {
-    Err(
-        crate::domain::DomainError::Internal(anyhow::anyhow!("validated request lost a value"))
-            .into(),
-    )
 }

@@ -7,6 +7,7 @@ pub mod authentication_methods;
 pub mod convert;
 pub mod customers;
 pub mod paging;
+pub mod reply;
 pub mod resets;
 pub mod status;
 pub mod users;
@@ -38,17 +39,17 @@ pub type State = Arc<AppState>;
 /// The header the request id travels in, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The authenticated caller of a request, with its request id.
+/// The authenticated caller of a request, with its correlation id (`x-request-id`).
 pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     let principal = auth::principal(request)?;
-    let request_id = request
+    let correlation_id = request
         .metadata()
         .get(REQUEST_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
     Ok(Caller {
         subject: principal.subject().to_string(),
-        request_id,
+        correlation_id,
     })
 }
 

@@ -1,52 +1,71 @@
-//! The reset RPCs, shared by the Users and AuthenticationMethods services (one engine,
-//! two doors): decoding their requests and encoding `MfaReset` and its items.
+//! The reset RPCs, shared by the Users and AuthenticationMethods services (one engine, two
+//! doors): decoding their requests and encoding `MfaReset` and its items.
 
+use prost::Message;
 use tonic::Status;
 
 use super::{
-    AppState, convert::timestamp, customers::unreachable_invalid, paging::Binding,
-    record_customers, validate::Violations,
+    AppState,
+    convert::{count, kind_counts, timestamp, wire},
+    paging::Binding,
+    record_customers,
+    reply::Reply,
+    users::user_query,
+    validate::Violations,
 };
 use crate::{
     domain::{
         Caller,
-        ids::{ResetId, UserId},
-        model::{MethodKind, ResetScope},
+        ids::{CustomerId, ResetId, UserId},
+        model::{MethodKind, MfaPolicy, ResetScope},
         paging::PageRequest,
         reset::{
-            self, Disposition, MfaReset, PlanItem, ResetOptions, ResetRequest, ResetState,
-            SkipReason,
+            self, ItemOutcome, ItemQuery, MfaReset, PlanItem, ResetOptions, ResetQuery,
+            ResetRequest, ResetState, ResetTarget, SkipReason, Summarized, UserRefs, plan::Counts,
         },
     },
     proto::v1 as pb,
 };
 
+/// Longest external subject.
+const MAX_EXTERNAL_SUBJECT_LEN: usize = 255;
+
+/// Most bytes of items in one answer. Pages are cut by size as well as by count, so that no
+/// answer nears gRPC's default 4 MiB limit, whatever the users' methods and labels.
+const ITEM_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// How a summarize request names its users, whichever service received it.
+pub enum Target<'a> {
+    /// One by one.
+    Users(&'a pb::UserReferences),
+    /// By a filter.
+    Filter(&'a pb::UserFilter),
+}
+
 /// The fields every summarize request has, whichever service received it.
-pub struct SummarizeFields {
+pub struct SummarizeFields<'a> {
+    /// The RPC's full name (the request id's key is per RPC).
+    pub rpc: &'static str,
     /// `customer_ids`.
-    pub customer_ids: Vec<String>,
-    /// `user_ids`.
-    pub user_ids: Vec<String>,
+    pub customer_ids: &'a [String],
+    /// `target`.
+    pub users: Option<Target<'a>>,
     /// `options`.
-    pub options: Option<pb::MfaResetOptions>,
+    pub options: Option<&'a pb::MfaResetOptions>,
     /// `reason`.
-    pub reason: String,
+    pub reason: &'a str,
     /// `page_size`.
     pub page_size: i32,
+    /// `request_id`.
+    pub request_id: &'a str,
 }
 
-/// What a summarize answers, whichever service received it.
-pub struct SummarizeAnswer {
-    /// The stored reset.
-    pub mfa_reset: pb::MfaReset,
-    /// Its first items.
-    pub items: Vec<pb::MfaResetItem>,
-    /// Token for `ListMfaResetItems`.
-    pub next_page_token: String,
-}
-
-/// The binding of `ListMfaResetItems` tokens: the reset and the caller.
-fn items_binding(subject: &str, reset_id: &str) -> Binding {
+/// The binding of `ListMfaResetItems` tokens: the caller, the reset and the filters.
+fn items_binding(
+    subject: &str,
+    reset_id: ResetId,
+    request: &pb::ListMfaResetItemsRequest,
+) -> Binding {
     Binding::of(
         "ListMfaResetItems",
         subject,
@@ -54,81 +73,129 @@ fn items_binding(subject: &str, reset_id: &str) -> Binding {
             reset_id: reset_id.to_string(),
             page_size: 0,
             page_token: String::new(),
+            ..request.clone()
         },
     )
 }
 
-/// `SummarizeMfaReset`.
-pub async fn summarize(
-    state: &AppState,
-    caller: &Caller,
-    fields: SummarizeFields,
-) -> Result<SummarizeAnswer, Status> {
-    let mut v = Violations::new();
-    let customer_ids = v.selection("customer_ids", &fields.customer_ids);
-    let user_ids = v.distinct_ids(
-        "user_ids",
-        &fields.user_ids,
-        reset::MAX_USERS_PER_RESET,
-        "user",
-        UserId::parse,
-    );
-    let options = fields.options.unwrap_or_default();
-    let scope = v
-        .enum_value::<pb::ResetScope>("options.scope", options.scope, false)
-        .and_then(|s| ResetScope::try_from(s).ok())
-        .unwrap_or(ResetScope::All);
-    let mut method_kinds: Vec<MethodKind> = options
-        .method_kinds
-        .iter()
-        .enumerate()
-        .filter_map(|(i, raw)| {
-            v.enum_value::<pb::MethodKind>(&format!("options.method_kinds[{i}]"), *raw, true)
-        })
-        .filter_map(|k| MethodKind::try_from(k).ok())
-        .collect();
-    method_kinds.sort();
-    method_kinds.dedup();
-    let reason = v.text("reason", &fields.reason, 1, 500);
-    let first_page = v.page_size("page_size", fields.page_size);
-    v.finish()?;
-    record_customers(&customer_ids);
-    let request = ResetRequest {
-        customer_ids,
-        user_ids,
-        options: ResetOptions {
-            scope,
-            method_kinds,
-        },
-        reason,
-    };
-    let summarized =
-        reset::summarize(&state.db, caller, request, state.reset_ttl, first_page).await?;
-    let reset_id = summarized.reset.id.to_string();
-    let (items, next) = encode_items(
-        &summarized.reset,
-        summarized.items.items,
-        0,
-        summarized.items.next,
-    );
-    let next_page_token = next
-        .map(|position| {
-            state.page_tokens.seal(
-                &items_binding(&caller.subject, &reset_id),
-                &position.to_be_bytes(),
-            )
-        })
-        .unwrap_or_default();
-    Ok(SummarizeAnswer {
-        mfa_reset: encode_reset(summarized.reset),
-        items,
-        next_page_token,
+fn reset_scope(v: &mut Violations, options: Option<&pb::MfaResetOptions>) -> Option<ResetOptions> {
+    let default = pb::MfaResetOptions::default();
+    let options = options.unwrap_or(&default);
+    let scope = v.enum_value::<pb::ResetScope, ResetScope>("options.scope", options.scope, false);
+    let method_kinds =
+        v.enum_list::<pb::MethodKind, MethodKind>("options.method_kinds", &options.method_kinds);
+    Some(ResetOptions {
+        scope: scope?.unwrap_or(ResetScope::All),
+        method_kinds: method_kinds?,
     })
 }
 
-/// Most bytes of items in one answer. Pages are cut by size as well as by count, so that
-/// no answer nears gRPC's default 4 MiB limit, whatever the users' methods and labels.
-const ITEM_PAGE_BYTES: usize = 2 * 1024 * 1024;
+fn target(v: &mut Violations, users: Option<Target<'_>>) -> Option<ResetTarget> {
+    match users {
+        None => {
+            v.add("users", "is required: name the users, or give a filter");
+            None
+        }
+        Some(Target::Users(refs)) => {
+            let total = refs.user_ids.len() + refs.external_subjects.len();
+            if total == 0 {
+                v.add("users", "name at least one user");
+                return None;
+            }
+            if total > reset::MAX_USERS_PER_RESET {
+                v.add(
+                    "users",
+                    format!("name at most {} users", reset::MAX_USERS_PER_RESET),
+                );
+                return None;
+            }
+            let ids = v.distinct_ids(
+                "users.user_ids",
+                &refs.user_ids,
+                0,
+                reset::MAX_USERS_PER_RESET,
+                "user",
+                UserId::parse,
+            );
+            let subjects = v.distinct_texts(
+                "users.external_subjects",
+                &refs.external_subjects,
+                reset::MAX_USERS_PER_RESET,
+                MAX_EXTERNAL_SUBJECT_LEN,
+            );
+            Some(ResetTarget::Users(UserRefs {
+                ids: ids?,
+                external_subjects: subjects?,
+            }))
+        }
+        Some(Target::Filter(filter)) => user_query(
+            v,
+            "filter.",
+            &filter.query,
+            &filter.mfa_states,
+            &filter.method_kinds,
+        )
+        .map(ResetTarget::Filter),
+    }
+}
+
+/// `SummarizeMfaReset`, answered as the Users service's response (the AuthenticationMethods
+/// response has the same fields, numbered alike). `rest` is the request without its
+/// `request_id`.
+pub async fn summarize(
+    state: &AppState,
+    caller: &Caller,
+    fields: SummarizeFields<'_>,
+    rest: &impl Message,
+) -> Result<pb::UsersSummarizeMfaResetResponse, Status> {
+    let mut v = Violations::new();
+    let key = v.request_key_of(fields.rpc, fields.request_id, rest);
+    let customer_ids = v.selection("customer_ids", fields.customer_ids);
+    let target = target(&mut v, fields.users);
+    let options = reset_scope(&mut v, fields.options);
+    let reason = v.text("reason", fields.reason, 1, 500);
+    let first_page = v.page_size("page_size", fields.page_size);
+    let (key, customer_ids, target, options, first_page) =
+        v.finish((key, customer_ids, target, options, first_page))?;
+    record_customers(&customer_ids);
+    let request = ResetRequest {
+        customer_ids,
+        target,
+        options,
+        reason,
+    };
+    let reply = Reply::new(|summarized: &Summarized| {
+        let reset_id = summarized.reset.id;
+        let (items, next) = encode_items(
+            &summarized.reset,
+            summarized.items.items.clone(),
+            0,
+            summarized.items.next,
+        );
+        let binding = items_binding(
+            &caller.subject,
+            reset_id,
+            &pb::ListMfaResetItemsRequest::default(),
+        );
+        pb::UsersSummarizeMfaResetResponse {
+            mfa_reset: Some(encode_reset(&summarized.reset)),
+            items,
+            next_page_token: next
+                .map(|position| state.page_tokens.seal(&binding, &position.to_be_bytes()))
+                .unwrap_or_default(),
+        }
+    });
+    let answer = reset::summarize(
+        &state.db,
+        caller,
+        reply.idempotency(key.as_ref()),
+        request,
+        state.reset_ttl,
+        first_page,
+    )
+    .await?;
+    reply.respond(answer)
+}
 
 /// Encodes a page of items that starts at `first_position`, cutting it short (and
 /// continuing after its last item) when it would exceed [`ITEM_PAGE_BYTES`].
@@ -162,36 +229,58 @@ fn reset_id(v: &mut Violations, text: &str) -> Option<ResetId> {
     v.id("reset_id", text, ResetId::parse)
 }
 
-/// `ConfirmMfaReset`.
+/// `ConfirmMfaReset` of either service.
 pub async fn confirm(
     state: &AppState,
     caller: &Caller,
+    rpc: &'static str,
     reset_id_text: &str,
     etag: &str,
+    request_id: &str,
 ) -> Result<pb::MfaReset, Status> {
     let mut v = Violations::new();
+    let rest = pb::UsersConfirmMfaResetRequest {
+        reset_id: reset_id_text.to_string(),
+        etag: etag.to_string(),
+        request_id: String::new(),
+    };
+    let key = v.request_key_of(rpc, request_id, &rest);
     let id = reset_id(&mut v, reset_id_text);
     if etag.is_empty() {
         v.add("etag", "is required: pass the etag the summary returned");
     }
-    v.finish()?;
-    let Some(id) = id else { unreachable_invalid()? };
-    Ok(encode_reset(
-        reset::confirm(&state.db, caller, id, etag).await?,
-    ))
+    let (key, id) = v.finish((key, id))?;
+    let reply = Reply::new(encode_reset);
+    let answer =
+        reset::confirm(&state.db, caller, reply.idempotency(key.as_ref()), id, etag).await?;
+    reply.respond(answer)
 }
 
 /// `CancelMfaReset`.
 pub async fn cancel(
     state: &AppState,
     caller: &Caller,
-    reset_id_text: &str,
-) -> Result<pb::MfaReset, Status> {
+    request: pb::CancelMfaResetRequest,
+) -> Result<pb::CancelMfaResetResponse, Status> {
     let mut v = Violations::new();
-    let id = reset_id(&mut v, reset_id_text);
-    v.finish()?;
-    let Some(id) = id else { unreachable_invalid()? };
-    Ok(encode_reset(reset::cancel(&state.db, caller, id).await?))
+    let key = v.request_key("mfareset.v1.Users/CancelMfaReset", &request, |r| {
+        std::mem::take(&mut r.request_id)
+    });
+    let id = reset_id(&mut v, &request.reset_id);
+    let reason = v.text("reason", &request.reason, 0, 500);
+    let (key, id) = v.finish((key, id))?;
+    let reply = Reply::new(|reset: &MfaReset| pb::CancelMfaResetResponse {
+        mfa_reset: Some(encode_reset(reset)),
+    });
+    let answer = reset::cancel(
+        &state.db,
+        caller,
+        reply.idempotency(key.as_ref()),
+        id,
+        &reason,
+    )
+    .await?;
+    reply.respond(answer)
 }
 
 /// `GetMfaReset`.
@@ -202,9 +291,8 @@ pub async fn get(
 ) -> Result<pb::MfaReset, Status> {
     let mut v = Violations::new();
     let id = reset_id(&mut v, reset_id_text);
-    v.finish()?;
-    let Some(id) = id else { unreachable_invalid()? };
-    Ok(encode_reset(reset::get(&state.db, caller, id).await?))
+    let id = v.finish(id)?;
+    Ok(encode_reset(&reset::get(&state.db, caller, id).await?))
 }
 
 /// `ListMfaResetItems`.
@@ -215,30 +303,44 @@ pub async fn list_items(
 ) -> Result<pb::ListMfaResetItemsResponse, Status> {
     let mut v = Violations::new();
     let id = reset_id(&mut v, &request.reset_id);
+    let customer_ids = v.distinct_ids(
+        "customer_ids",
+        &request.customer_ids,
+        0,
+        crate::domain::selection::MAX_SELECTED_CUSTOMERS,
+        "customer",
+        CustomerId::parse,
+    );
+    let outcome = v.enum_value::<pb::MfaResetItemOutcome, ItemOutcomeFilter>(
+        "outcome",
+        request.outcome,
+        false,
+    );
+    let skip_reasons =
+        v.enum_list::<pb::SkipReason, SkipReason>("skip_reasons", &request.skip_reasons);
+    if !request.skip_reasons.is_empty()
+        && request.outcome == i32::from(pb::MfaResetItemOutcome::Reset)
+    {
+        v.add(
+            "skip_reasons",
+            "filters skipped items; it cannot be combined with outcome RESET",
+        );
+    }
     let size = v.page_size("page_size", request.page_size);
+    let (id, customer_ids, outcome, skip_reasons, size) =
+        v.finish((id, customer_ids, outcome, skip_reasons, size))?;
     // Bound to the canonical id, as the summary's token is, whatever case the caller used.
-    let canonical = id.map(|id| id.to_string()).unwrap_or_default();
-    let binding = items_binding(&caller.subject, &canonical);
-    let after = match request.page_token.as_str() {
-        "" => None,
-        token => match state.page_tokens.open(&binding, token) {
-            Ok(bytes) => match <[u8; 4]>::try_from(bytes.as_slice()) {
-                Ok(bytes) => Some(i32::from_be_bytes(bytes)),
-                Err(_) => {
-                    v.add("page_token", "is malformed");
-                    None
-                }
-            },
-            Err(violation) => {
-                v.add(violation.field, violation.description);
-                None
-            }
-        },
+    let binding = items_binding(&caller.subject, id, &request);
+    let mut v = Violations::new();
+    let after = v.position(&state.page_tokens, &binding, &request.page_token);
+    let after = v.finish(after)?;
+    let query = ItemQuery {
+        customer_ids,
+        outcome: outcome.map(|o| o.0),
+        skip_reasons,
     };
-    v.finish()?;
-    let Some(id) = id else { unreachable_invalid()? };
     let (reset, page) =
-        reset::list_items(&state.db, caller, id, PageRequest { size, after }).await?;
+        reset::list_items(&state.db, caller, id, &query, PageRequest { size, after }).await?;
     let first_position = after.map_or(0, |a| a + 1);
     let (items, next) = encode_items(&reset, page.items, first_position, page.next);
     Ok(pb::ListMfaResetItemsResponse {
@@ -249,73 +351,141 @@ pub async fn list_items(
     })
 }
 
-/// A reset for the wire.
-pub fn encode_reset(reset: MfaReset) -> pb::MfaReset {
-    let t = &reset.summary.totals;
-    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
-    let kind_counts = |counts: &std::collections::BTreeMap<MethodKind, u32>| {
-        counts
-            .iter()
-            .map(|(k, n)| pb::MethodKindCount {
-                kind: pb::MethodKind::from(*k).into(),
-                count: count(*n),
-            })
-            .collect()
+/// The outcome filter of `ListMfaResetItems`, decoded like any enum.
+struct ItemOutcomeFilter(ItemOutcome);
+
+impl TryFrom<pb::MfaResetItemOutcome> for ItemOutcomeFilter {
+    type Error = ();
+    fn try_from(value: pb::MfaResetItemOutcome) -> Result<Self, ()> {
+        match value {
+            pb::MfaResetItemOutcome::Reset => Ok(ItemOutcomeFilter(ItemOutcome::Reset)),
+            pb::MfaResetItemOutcome::Skipped => Ok(ItemOutcomeFilter(ItemOutcome::Skipped)),
+            pb::MfaResetItemOutcome::Unspecified => Err(()),
+        }
+    }
+}
+
+/// `ListMfaResets`.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    request: pb::ListMfaResetsRequest,
+) -> Result<pb::ListMfaResetsResponse, Status> {
+    let mut v = Violations::new();
+    let ids = v.selection("customer_ids", &request.customer_ids);
+    let states = v.enum_list::<pb::MfaResetState, ResetState>("states", &request.states);
+    let requested_by = v.optional_text("requested_by", &request.requested_by, 255);
+    let size = v.page_size("page_size", request.page_size);
+    let binding = Binding::of(
+        "ListMfaResets",
+        &caller.subject,
+        &pb::ListMfaResetsRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..request.clone()
+        },
+    );
+    let after = v.cursor(&state.page_tokens, &binding, &request.page_token);
+    let (ids, states, size, after) = v.finish((ids, states, size, after))?;
+    record_customers(&ids);
+    let query = ResetQuery {
+        states,
+        requested_by,
+        approvable_by_caller: request.approvable_by_caller,
     };
+    let page = reset::list(&state.db, caller, &ids, &query, PageRequest { size, after }).await?;
+    Ok(pb::ListMfaResetsResponse {
+        next_page_token: state.page_tokens.seal_id(&binding, page.next),
+        mfa_resets: page.items.iter().map(encode_reset).collect(),
+    })
+}
+
+fn encode_counts(c: &Counts) -> pb::MfaResetCounts {
+    pb::MfaResetCounts {
+        user_count: count(c.users),
+        users_to_reset_count: count(c.users_to_reset),
+        users_skipped_count: count(c.users_skipped),
+        users_skipped_by_reason: c
+            .skipped_by_reason
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| pb::SkipReasonCount {
+                skip_reason: wire::<_, pb::SkipReason>(*reason),
+                user_count: count(*n),
+            })
+            .collect(),
+        users_to_register_count: count(c.users_to_register),
+        methods_to_delete_count: count(c.methods_to_delete()),
+        methods_to_delete_by_kind: kind_counts(&c.to_delete),
+        methods_to_deactivate_count: count(c.methods_to_deactivate()),
+        methods_to_deactivate_by_kind: kind_counts(&c.to_deactivate),
+        methods_to_keep_count: count(c.methods_to_keep),
+    }
+}
+
+fn by(
+    who_when: &Option<(String, chrono::DateTime<chrono::Utc>)>,
+) -> (String, Option<prost_types::Timestamp>) {
+    match who_when {
+        Some((who, when)) => (who.clone(), Some(timestamp(*when))),
+        None => (String::new(), None),
+    }
+}
+
+/// A reset for the wire.
+pub fn encode_reset(reset: &MfaReset) -> pb::MfaReset {
+    let (confirmed_by, confirm_time) = by(&reset.confirmed);
+    let (approved_by, approve_time) = by(&reset.approved);
+    let (cancelled_by, cancel_time) = by(&reset.cancelled);
+    let (rejected_by, reject_time) = by(&reset.rejected);
     pb::MfaReset {
         id: reset.id.to_string(),
-        state: match reset.state {
-            ResetState::Pending => pb::MfaResetState::Pending,
-            ResetState::Confirmed => pb::MfaResetState::Confirmed,
-            ResetState::Cancelled => pb::MfaResetState::Cancelled,
-            ResetState::Expired => pb::MfaResetState::Expired,
-        }
-        .into(),
+        state: wire::<_, pb::MfaResetState>(reset.state),
         customer_ids: reset.customer_ids.iter().map(ToString::to_string).collect(),
         options: Some(pb::MfaResetOptions {
-            scope: pb::ResetScope::from(reset.options.scope).into(),
+            scope: wire::<_, pb::ResetScope>(reset.options.scope),
             method_kinds: reset
                 .options
                 .method_kinds
                 .iter()
-                .map(|k| pb::MethodKind::from(*k).into())
+                .map(|k| wire::<_, pb::MethodKind>(*k))
                 .collect(),
         }),
-        reason: reset.reason,
-        etag: reset.etag,
-        requested_by: reset.requested_by,
-        created_at: Some(timestamp(reset.created_at)),
-        expires_at: Some(timestamp(reset.expires_at)),
-        confirmed_at: reset.confirmed_at.map(timestamp),
-        cancelled_at: reset.cancelled_at.map(timestamp),
-        totals: Some(pb::MfaResetTotals {
-            users_requested: count(t.users_requested),
-            users_to_reset: count(t.users_to_reset),
-            users_skipped: count(t.users_skipped),
-            methods_to_delete: count(t.methods_to_delete),
-            methods_to_deactivate: count(t.methods_to_deactivate),
-            methods_to_keep: count(t.methods_to_keep),
-        }),
-        customers: reset
+        reason: reset.reason.clone(),
+        etag: reset.etag.clone(),
+        requested_by: reset.requested_by.clone(),
+        create_time: Some(timestamp(reset.created_at)),
+        expire_time: Some(timestamp(reset.expires_at)),
+        totals: Some(encode_counts(&reset.summary.totals())),
+        customer_summaries: reset
             .summary
             .customers
             .iter()
             .map(|c| pb::MfaResetCustomerSummary {
                 customer_id: c.customer_id.to_string(),
-                customer_name: c.customer_name.clone(),
-                mfa_policy: pb::MfaPolicy::from(c.mfa_policy).into(),
-                users_to_reset: count(c.users_to_reset),
-                users_skipped: count(c.users_skipped),
-                users_to_register: count(c.users_to_register),
-                methods_to_delete: kind_counts(&c.methods_to_delete),
-                methods_to_deactivate: kind_counts(&c.methods_to_deactivate),
+                display_name: c.display_name.clone(),
+                mfa_policy: wire::<_, pb::MfaPolicy>(c.mfa_policy),
                 next_step: match c.mfa_policy {
-                    crate::domain::model::MfaPolicy::Enforced => pb::NextStep::RegisterAtNextSignIn,
-                    crate::domain::model::MfaPolicy::Optional => pb::NextStep::NoneMfaOff,
+                    MfaPolicy::Enforced => pb::NextStep::RegisterAtNextSignIn,
+                    MfaPolicy::Optional => pb::NextStep::NoneMfaOff,
                 }
                 .into(),
+                counts: Some(encode_counts(&c.counts)),
+                approval_required: c.approval_required(),
+                approval_threshold: count(c.approval_threshold),
             })
             .collect(),
+        approval_required: reset.approval_required,
+        filter: None,
+        confirmed_by,
+        confirm_time,
+        approved_by,
+        approve_time,
+        cancelled_by,
+        cancel_time,
+        rejected_by,
+        reject_time,
+        rejection_reason: reset.rejection_reason.clone().unwrap_or_default(),
     }
 }
 
@@ -326,27 +496,27 @@ pub fn encode_item(reset: &MfaReset, item: PlanItem) -> pb::MfaResetItem {
         user_id: item.user_id.to_string(),
         customer_id: item.customer_id.to_string(),
         display_name: item.display_name,
-        skip_reason: match item.skip_reason {
-            None => pb::SkipReason::Unspecified,
-            Some(SkipReason::NotEnrolled) => pb::SkipReason::NotEnrolled,
-            Some(SkipReason::ProtectedAdmin) => pb::SkipReason::ProtectedAdmin,
-            Some(SkipReason::SelfUser) => pb::SkipReason::Self_,
+        external_subject: item.external_subject.unwrap_or_default(),
+        admin: item.admin,
+        outcome: match item.skip_reason {
+            None => pb::MfaResetItemOutcome::Reset,
+            Some(_) => pb::MfaResetItemOutcome::Skipped,
         }
         .into(),
+        skip_reason: item
+            .skip_reason
+            .map(wire::<_, pb::SkipReason>)
+            .unwrap_or_default(),
         methods: item
             .methods
             .into_iter()
             .map(|m| pb::PlannedMethod {
                 method_id: m.id.to_string(),
-                kind: pb::MethodKind::from(m.kind).into(),
-                scope: pb::MethodScope::from(m.scope).into(),
+                kind: wire::<_, pb::MethodKind>(m.kind),
+                scope: wire::<_, pb::MethodScope>(m.scope),
                 label: m.label,
-                disposition: match m.disposition {
-                    Disposition::Delete => pb::MethodDisposition::Delete,
-                    Disposition::Deactivate => pb::MethodDisposition::Deactivate,
-                    Disposition::Keep => pb::MethodDisposition::Keep,
-                }
-                .into(),
+                state: wire::<_, pb::MethodState>(m.state),
+                disposition: wire::<_, pb::MethodDisposition>(m.disposition),
             })
             .collect(),
     }

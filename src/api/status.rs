@@ -1,122 +1,217 @@
 //! How a [`DomainError`] becomes a gRPC status: the code of DESIGN.md "Errors", an
-//! `ErrorInfo` (reason, domain `mfareset`) on every status, and `BadRequest`,
-//! `ResourceInfo` or `PreconditionFailure` where they apply (AIP-193).
+//! `ErrorInfo` (its [`Reason`], domain [`ERROR_DOMAIN`], metadata) on every status, and
+//! `BadRequest`, `ResourceInfo` or `PreconditionFailure` where they apply (AIP-193).
+//!
+//! Status details travel in HTTP/2 trailers, which clients cap at 8 to 16 KiB, while a request
+//! may carry 500 customer ids or 10,000 user ids: every list is cut at [`MAX_DETAIL_ENTRIES`]
+//! entries and [`MAX_DETAIL_BYTES`] bytes, and a `*_count` metadata key tells the whole
+//! number.
 
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::{
+    BadRequest, ErrorDetail, ErrorInfo, PreconditionFailure, PreconditionViolation, ResourceInfo,
+    RetryInfo, StatusExt,
+};
 
-use crate::domain::DomainError;
+use crate::domain::{Details, DomainError, Reason, selection::list_ids};
 
-/// The `ErrorInfo.domain` of every error this service returns.
-pub const ERROR_DOMAIN: &str = "mfareset";
+/// The `ErrorInfo.domain` of every error this service returns: a DNS-style name of the
+/// service (AIP-193), in the `.internal` top-level domain reserved for private use.
+pub const ERROR_DOMAIN: &str = "mfa-reset.internal";
 
-/// Most entries in one detail list. Status details travel in HTTP/2 trailers, which
-/// clients cap at 8 to 16 KiB; a request may carry 500 customer ids or 10,000 user ids.
-/// The counts beyond are stated, so a client knows the list is cut.
-const MAX_DETAIL_ENTRIES: usize = 50;
+/// Most entries in one detail list.
+pub const MAX_DETAIL_ENTRIES: usize = 50;
+
+/// Most bytes of text in one detail list (before the base64 of the trailer).
+pub const MAX_DETAIL_BYTES: usize = 6 * 1024;
+
+/// How long a client should wait before retrying a call the database could not serve.
+const UNAVAILABLE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A status with an `ErrorInfo` of `reason` and `metadata`, and the other `details`.
+pub fn status(
+    code: Code,
+    reason: Reason,
+    message: impl Into<String>,
+    metadata: HashMap<String, String>,
+    details: Vec<ErrorDetail>,
+) -> Status {
+    let info = ErrorInfo::new(reason.as_str(), ERROR_DOMAIN, metadata);
+    let details = std::iter::once(ErrorDetail::from(info)).chain(details);
+    Status::with_error_details_vec(code, message, details)
+}
+
+/// The leading entries of `entries` that fit both caps, by the text length `len` of each.
+fn capped<T>(entries: impl IntoIterator<Item = T>, len: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut bytes = 0;
+    entries
+        .into_iter()
+        .take(MAX_DETAIL_ENTRIES)
+        .take_while(|entry| {
+            bytes += len(entry);
+            bytes <= MAX_DETAIL_BYTES
+        })
+        .collect()
+}
 
 impl From<DomainError> for Status {
     fn from(err: DomainError) -> Status {
         let reason = err.reason();
-        let mut details = ErrorDetails::new();
+        let message = err.to_string();
         let mut metadata = HashMap::new();
-        let (code, message) = match &err {
-            DomainError::InvalidArgument(violations) => {
-                for v in violations.iter().take(MAX_DETAIL_ENTRIES) {
-                    details.add_bad_request_violation(&v.field, &v.description);
+        let mut details = Vec::new();
+        let code = match err {
+            DomainError::InvalidArgument { violations, .. } => {
+                let listed = capped(&violations, |v| v.field.len() + v.description.len());
+                if listed.len() < violations.len() {
+                    metadata.insert("violation_count".into(), violations.len().to_string());
                 }
-                if violations.len() > MAX_DETAIL_ENTRIES {
-                    metadata.insert("violation_count".to_string(), violations.len().to_string());
+                let listed = listed
+                    .into_iter()
+                    .map(|v| tonic_types::FieldViolation::new(&v.field, &v.description));
+                details.push(BadRequest::new(listed.collect::<Vec<_>>()).into());
+                Code::InvalidArgument
+            }
+            DomainError::PermissionDenied {
+                customer_ids,
+                action,
+                ..
+            } => {
+                if let Some(action) = action {
+                    metadata.insert("action".into(), action.as_str().into());
                 }
-                (Code::InvalidArgument, err.to_string())
+                if !customer_ids.is_empty() {
+                    metadata.insert("customer_ids".into(), list_ids(&customer_ids));
+                    metadata.insert("customer_count".into(), customer_ids.len().to_string());
+                }
+                Code::PermissionDenied
             }
-            DomainError::PermissionDenied { message, .. } => {
-                (Code::PermissionDenied, message.clone())
-            }
-            DomainError::NotFound { resource_type, id } => {
-                details.set_resource_info(
-                    *resource_type,
-                    id,
-                    "",
-                    "not found in the selected customers",
-                );
-                (Code::NotFound, err.to_string())
+            DomainError::NotFound { resource_type, ids } => {
+                metadata.insert("resource_type".into(), resource_type.into());
+                metadata.insert("not_found_count".into(), ids.len().to_string());
+                for id in capped(&ids, |id| id.len() + resource_type.len()) {
+                    let info = ResourceInfo::new(
+                        resource_type,
+                        id,
+                        "",
+                        "not found in the selected customers",
+                    );
+                    details.push(info.into());
+                }
+                Code::NotFound
             }
             DomainError::AlreadyExists {
                 resource_type,
                 field,
             } => {
-                details.set_resource_info(*resource_type, "", "", format!("{field} is taken"));
-                details.add_bad_request_violation(field, "already exists");
-                (Code::AlreadyExists, err.to_string())
+                details.push(
+                    ResourceInfo::new(resource_type, "", "", format!("{field} is taken")).into(),
+                );
+                details.push(BadRequest::with_violation(&field, "already exists").into());
+                metadata.insert("field".into(), field);
+                Code::AlreadyExists
             }
             DomainError::FailedPrecondition {
-                message,
-                customer_ids,
-                ..
+                details: domain, ..
             } => {
-                let listed = &customer_ids[..customer_ids.len().min(MAX_DETAIL_ENTRIES)];
-                for id in listed {
-                    details.add_precondition_failure_violation(
-                        reason,
-                        format!("customers/{id}"),
-                        "",
-                    );
-                }
-                if !customer_ids.is_empty() {
-                    metadata.insert("customer_ids".to_string(), listed.join(","));
-                    metadata.insert("customer_count".to_string(), customer_ids.len().to_string());
-                }
-                (Code::FailedPrecondition, message.clone())
+                precondition_failure(domain, &mut metadata, &mut details);
+                Code::FailedPrecondition
             }
-            DomainError::Aborted { message, .. } => (Code::Aborted, message.clone()),
+            DomainError::Aborted {
+                details: domain, ..
+            } => {
+                precondition_failure(domain, &mut metadata, &mut details);
+                Code::Aborted
+            }
+            DomainError::Unimplemented { .. } => Code::Unimplemented,
             DomainError::Unavailable(source) => {
                 tracing::error!(error = %source, "database unavailable");
-                details.set_retry_info(Some(std::time::Duration::from_secs(1)));
-                (Code::Unavailable, err.to_string())
+                details.push(RetryInfo::new(Some(UNAVAILABLE_RETRY_DELAY)).into());
+                Code::Unavailable
             }
             DomainError::Internal(source) => {
                 // The detail stays in the log, next to the request id of the span.
                 tracing::error!(error = ?source, "internal error");
-                (
+                return status(
                     Code::Internal,
-                    "internal error; see the server log for this request id".to_string(),
-                )
+                    reason,
+                    "internal error; see the server log for this request id",
+                    metadata,
+                    details,
+                );
             }
         };
-        details.set_error_info(reason, ERROR_DOMAIN, metadata);
-        Status::with_error_details(code, message, details)
+        status(code, reason, message, metadata, details)
+    }
+}
+
+/// Moves structured details into `ErrorInfo` metadata and a capped `PreconditionFailure`.
+fn precondition_failure(
+    domain: Details,
+    metadata: &mut HashMap<String, String>,
+    details: &mut Vec<ErrorDetail>,
+) {
+    metadata.extend(domain.metadata.into_iter().map(|(k, v)| (k.to_string(), v)));
+    let listed = capped(domain.violations, |v| {
+        v.kind.len() + v.subject.len() + v.description.len()
+    });
+    if !listed.is_empty() {
+        let violations = listed
+            .into_iter()
+            .map(|v| PreconditionViolation::new(v.kind, v.subject, v.description));
+        details.push(PreconditionFailure::new(violations.collect::<Vec<_>>()).into());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::FieldViolation;
+    use crate::{
+        domain::{FieldViolation, Violation, ids::CustomerId},
+        proto::v1::ErrorReason,
+    };
 
-    fn round_trip(err: DomainError) -> (Code, ErrorDetails, String) {
+    fn round_trip(err: DomainError) -> (Code, tonic_types::ErrorDetails, Status) {
         let status = Status::from(err);
-        (
-            status.code(),
-            status.get_error_details(),
-            status.message().to_string(),
-        )
+        (status.code(), status.get_error_details(), status)
+    }
+
+    #[test]
+    fn the_reasons_the_code_sends_are_the_contracts_error_reasons() {
+        // Every reason the code can put into an ErrorInfo is a `Reason` (errors carry no
+        // strings), so the two lists must be the same set.
+        let in_code: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        let mut in_contract = Vec::new();
+        for value in 1..=i32::from(u8::MAX) {
+            if let Ok(reason) = ErrorReason::try_from(value) {
+                let name = reason.as_str_name();
+                let name = name.strip_prefix("ERROR_REASON_").unwrap_or(name);
+                in_contract.push(name);
+            }
+        }
+        for reason in &in_code {
+            assert!(
+                in_contract.contains(reason),
+                "{reason} is sent but not in ErrorReason"
+            );
+        }
+        for reason in &in_contract {
+            assert!(
+                in_code.contains(reason),
+                "ErrorReason {reason} is declared but the code cannot send it"
+            );
+        }
+        assert_eq!(in_code.len(), in_contract.len());
     }
 
     #[test]
     fn every_case_maps_to_its_code_with_a_reason() {
         let cases = [
+            (DomainError::invalid("a", "b"), Code::InvalidArgument),
             (
-                DomainError::InvalidArgument(vec![FieldViolation::new("a", "b")]),
-                Code::InvalidArgument,
-            ),
-            (
-                DomainError::PermissionDenied {
-                    reason: "NO_ROLE",
-                    message: "m".into(),
-                },
+                DomainError::permission(Reason::NoRole, "m"),
                 Code::PermissionDenied,
             ),
             (
@@ -131,16 +226,18 @@ mod tests {
                 Code::AlreadyExists,
             ),
             (
-                DomainError::precondition("NOTHING_TO_RESET", "m"),
+                DomainError::precondition(Reason::NothingToReset, "m"),
                 Code::FailedPrecondition,
             ),
             (
                 DomainError::Aborted {
-                    reason: "PLAN_STALE",
+                    reason: Reason::PlanStale,
                     message: "m".into(),
+                    details: Details::default(),
                 },
                 Code::Aborted,
             ),
+            (DomainError::Unimplemented { rpc: "X" }, Code::Unimplemented),
             (
                 DomainError::Unavailable(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(
                     "down".into(),
@@ -159,24 +256,26 @@ mod tests {
             let info = details
                 .error_info()
                 .expect("every status carries ErrorInfo");
-            assert_eq!(info.reason, reason);
+            assert_eq!(info.reason, reason.as_str());
             assert_eq!(info.domain, ERROR_DOMAIN);
         }
     }
 
     #[test]
     fn internal_errors_do_not_leak_their_detail() {
-        let (_, _, message) =
-            round_trip(DomainError::Internal(anyhow::anyhow!("password=hunter2")));
-        assert!(!message.contains("hunter2"));
+        let (_, _, status) = round_trip(DomainError::Internal(anyhow::anyhow!("password=hunter2")));
+        assert!(!status.message().contains("hunter2"));
     }
 
     #[test]
     fn bad_request_lists_every_violation() {
-        let err = DomainError::InvalidArgument(vec![
-            FieldViolation::new("customer_ids", "required"),
-            FieldViolation::new("page_size", "must not be negative"),
-        ]);
+        let err = DomainError::InvalidArgument {
+            reason: Reason::InvalidArgument,
+            violations: vec![
+                FieldViolation::new("customer_ids", "required"),
+                FieldViolation::new("page_size", "must not be negative"),
+            ],
+        };
         let (_, details, _) = round_trip(err);
         let fields: Vec<_> = details
             .bad_request()
@@ -186,5 +285,55 @@ mod tests {
             .map(|v| v.field.clone())
             .collect();
         assert_eq!(fields, ["customer_ids", "page_size"]);
+    }
+
+    #[test]
+    fn long_lists_are_capped_and_counted() {
+        let ids: Vec<String> = (0..10_000)
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let (_, _, status) = round_trip(DomainError::NotFound {
+            resource_type: "mfareset.v1.User",
+            ids,
+        });
+        let listed = status
+            .get_error_details_vec()
+            .into_iter()
+            .filter(|d| matches!(d, ErrorDetail::ResourceInfo(_)))
+            .count();
+        assert_eq!(listed, MAX_DETAIL_ENTRIES);
+        let info = status.get_error_details().error_info().cloned().unwrap();
+        assert_eq!(info.metadata["not_found_count"], "10000");
+        assert!(
+            status.details().len() < 12 * 1024,
+            "{}",
+            status.details().len()
+        );
+
+        let customers: Vec<CustomerId> = (0..500).map(|_| CustomerId::new()).collect();
+        let violations = customers
+            .iter()
+            .map(|c| {
+                Violation::new(
+                    "METHOD_KIND_PHONE",
+                    format!("customers/{c}"),
+                    "x".repeat(200),
+                )
+            })
+            .collect();
+        let (_, details, status) = round_trip(DomainError::FailedPrecondition {
+            reason: Reason::OptionNotCommon,
+            message: "m".into(),
+            details: Details {
+                violations,
+                metadata: vec![],
+            },
+        });
+        let listed = details.precondition_failure().unwrap().violations.len();
+        assert!(
+            listed < MAX_DETAIL_ENTRIES,
+            "{listed} long violations fit the byte cap"
+        );
+        assert!(status.details().len() < 12 * 1024);
     }
 }

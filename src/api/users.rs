@@ -1,25 +1,32 @@
-//! `mfareset.v1.Users`.
+//! `mfareset.v1.Users`. Its reset RPCs are decoded and encoded in [`super::resets`], which
+//! the AuthenticationMethods service shares.
 
 use tonic::{Request, Response, Status};
 
 use super::{
     State, caller, convert,
-    customers::unreachable_invalid,
     paging::Binding,
     record_customers,
+    reply::Reply,
     resets::{self, SummarizeFields},
     validate::Violations,
 };
 use crate::{
     domain::{
+        DomainError,
         ids::{CustomerId, UserId},
-        model::{Action, MfaState},
+        model::{Action, MethodKind, MfaState, User},
         paging::PageRequest,
         selection::Selection,
-        users::{self, NewUser, UserQuery, UserUpdate},
+        users::{self, DeletedUser, NewUser, UserQuery, UserRef, UserUpdate},
     },
     proto::v1::{self as pb, users_server::Users},
 };
+
+/// Most external subjects one list request may filter by.
+const MAX_EXTERNAL_SUBJECTS: usize = 500;
+/// Longest external subject.
+const MAX_EXTERNAL_SUBJECT_LEN: usize = 255;
 
 /// The Users service.
 #[derive(Clone, Debug)]
@@ -34,10 +41,26 @@ impl UsersService {
     }
 }
 
-/// Decodes the optional MFA-state filter shared by the user lists.
-pub(crate) fn mfa_state_filter(v: &mut Violations, raw: i32) -> Option<MfaState> {
-    v.enum_value::<pb::MfaState>("mfa_state", raw, false)
-        .and_then(|s| MfaState::try_from(s).ok())
+/// The user filters that the user lists (and a reset by filter) share: search text, MFA
+/// states and method kinds, under `prefix` (`""` or e.g. `filter.`).
+pub(crate) fn user_query(
+    v: &mut Violations,
+    prefix: &str,
+    query: &str,
+    mfa_states: &[i32],
+    method_kinds: &[i32],
+) -> Option<UserQuery> {
+    let text = v.optional_text(&format!("{prefix}query"), query, 200);
+    let mfa_states =
+        v.enum_list::<pb::MfaState, MfaState>(&format!("{prefix}mfa_states"), mfa_states);
+    let method_kinds =
+        v.enum_list::<pb::MethodKind, MethodKind>(&format!("{prefix}method_kinds"), method_kinds);
+    Some(UserQuery {
+        prefix: text,
+        mfa_states: mfa_states?,
+        method_kinds: method_kinds?,
+        external_subjects: Vec::new(),
+    })
 }
 
 #[tonic::async_trait]
@@ -50,8 +73,13 @@ impl Users for UsersService {
         let req = request.into_inner();
         let mut v = Violations::new();
         let ids = v.selection("customer_ids", &req.customer_ids);
-        let prefix = v.optional_text("query", &req.query, 200);
-        let mfa_state = mfa_state_filter(&mut v, req.mfa_state);
+        let query = user_query(&mut v, "", &req.query, &req.mfa_states, &[]);
+        let subjects = v.distinct_texts(
+            "external_subjects",
+            &req.external_subjects,
+            MAX_EXTERNAL_SUBJECTS,
+            MAX_EXTERNAL_SUBJECT_LEN,
+        );
         let size = v.page_size("page_size", req.page_size);
         let binding = Binding::of(
             "ListUsers",
@@ -63,15 +91,12 @@ impl Users for UsersService {
             },
         );
         let after = v.cursor(&self.state.page_tokens, &binding, &req.page_token);
-        v.finish()?;
+        let (ids, mut query, external_subjects, size, after) =
+            v.finish((ids, query, subjects, size, after))?;
+        query.external_subjects = external_subjects;
         record_customers(&ids);
         let selection =
             Selection::resolve(&self.state.db, &caller.subject, &ids, Action::Read).await?;
-        let query = UserQuery {
-            prefix,
-            mfa_state,
-            method_kinds: vec![],
-        };
         let page = users::list(
             &self.state.db,
             &selection,
@@ -81,7 +106,7 @@ impl Users for UsersService {
         .await?;
         Ok(Response::new(pb::ListUsersResponse {
             next_page_token: self.state.page_tokens.seal_id(&binding, page.next),
-            users: page.items.into_iter().map(convert::user).collect(),
+            users: page.items.iter().map(convert::user).collect(),
         }))
     }
 
@@ -89,21 +114,29 @@ impl Users for UsersService {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
+        use pb::get_user_request::User as Which;
         let caller = caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let ids = v.selection("customer_ids", &req.customer_ids);
-        let user_id = v.id("user_id", &req.user_id, UserId::parse);
-        v.finish()?;
-        let Some(user_id) = user_id else {
-            unreachable_invalid()?
+        let user = match &req.user {
+            None => {
+                v.add("user_id", "is required (or external_subject)");
+                None
+            }
+            Some(Which::UserId(id)) => v.id("user_id", id, UserId::parse).map(UserRef::Id),
+            Some(Which::ExternalSubject(subject)) => {
+                let subject = v.text("external_subject", subject, 1, MAX_EXTERNAL_SUBJECT_LEN);
+                Some(UserRef::ExternalSubject(subject))
+            }
         };
+        let (ids, user) = v.finish((ids, user))?;
         record_customers(&ids);
         let selection =
             Selection::resolve(&self.state.db, &caller.subject, &ids, Action::Read).await?;
-        let user = users::get(&self.state.db, &selection, user_id).await?;
+        let user = users::get(&self.state.db, &selection, &user).await?;
         Ok(Response::new(pb::GetUserResponse {
-            user: Some(convert::user(user)),
+            user: Some(convert::user(&user)),
         }))
     }
 
@@ -114,32 +147,40 @@ impl Users for UsersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let Some(user) = req.user else {
-            v.add("user", "is required");
-            v.finish()?;
-            unreachable_invalid()?
+        let key = v.request_key("mfareset.v1.Users/CreateUser", &req, |r| {
+            std::mem::take(&mut r.request_id)
+        });
+        let Some(user) = v.required("user", &req.user) else {
+            return Err(v.refusal().into());
         };
         let customer_id = v.id("user.customer_id", &user.customer_id, CustomerId::parse);
         let display_name = v.text("user.display_name", &user.display_name, 1, 200);
         let email = v.email("user.email", &user.email);
-        let external_subject =
-            v.optional_text("user.external_subject", &user.external_subject, 255);
-        v.finish()?;
-        let Some(customer_id) = customer_id else {
-            unreachable_invalid()?
-        };
+        let external_subject = v.optional_text(
+            "user.external_subject",
+            &user.external_subject,
+            MAX_EXTERNAL_SUBJECT_LEN,
+        );
+        let (key, customer_id) = v.finish((key, customer_id))?;
         record_customers(&[customer_id]);
         let new = NewUser {
             customer_id,
             display_name,
             email,
             external_subject,
-            is_admin: user.is_admin,
+            admin: user.admin,
         };
-        let created = users::create(&self.state.db, &caller, new).await?;
-        Ok(Response::new(pb::CreateUserResponse {
-            user: Some(convert::user(created)),
-        }))
+        let reply = Reply::new(|user: &User| pb::CreateUserResponse {
+            user: Some(convert::user(user)),
+        });
+        let answer = users::create(
+            &self.state.db,
+            &caller,
+            reply.idempotency(key.as_ref()),
+            new,
+        )
+        .await?;
+        Ok(Response::new(reply.respond(answer)?))
     }
 
     async fn update_user(
@@ -149,72 +190,138 @@ impl Users for UsersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let Some(user) = req.user else {
-            v.add("user", "is required");
-            v.finish()?;
-            unreachable_invalid()?
+        let key = v.request_key("mfareset.v1.Users/UpdateUser", &req, |r| {
+            std::mem::take(&mut r.request_id)
+        });
+        let Some(user) = v.required("user", &req.user) else {
+            return Err(v.refusal().into());
         };
         let customer_id = v.id("user.customer_id", &user.customer_id, CustomerId::parse);
         let user_id = v.id("user.id", &user.id, UserId::parse);
-        let paths = req.update_mask.map(|mask| mask.paths).unwrap_or_default();
+        let paths = req
+            .update_mask
+            .as_ref()
+            .map(|mask| mask.paths.clone())
+            .unwrap_or_default();
         if paths.is_empty() {
             v.add("update_mask", "name at least one field to update");
         }
         let mut update = UserUpdate::default();
         for (i, path) in paths.iter().enumerate() {
             match path.as_str() {
-                "display_name" => update.display_name = Some(v.text("user.display_name", &user.display_name, 1, 200)),
+                "display_name" => {
+                    update.display_name =
+                        Some(v.text("user.display_name", &user.display_name, 1, 200))
+                }
                 "email" => update.email = Some(v.email("user.email", &user.email)),
                 "external_subject" => {
-                    update.external_subject = Some(v.optional_text("user.external_subject", &user.external_subject, 255))
+                    update.external_subject = Some(v.optional_text(
+                        "user.external_subject",
+                        &user.external_subject,
+                        MAX_EXTERNAL_SUBJECT_LEN,
+                    ))
                 }
-                "is_admin" => update.is_admin = Some(user.is_admin),
+                "admin" => update.admin = Some(user.admin),
                 other => v.add(
                     format!("update_mask.paths[{i}]"),
-                    format!("{other:?} cannot be updated; use display_name, email, external_subject or is_admin"),
+                    format!(
+                        "{other:?} cannot be updated; use display_name, email, external_subject or admin"
+                    ),
                 ),
             }
         }
-        v.finish()?;
-        let (Some(customer_id), Some(user_id)) = (customer_id, user_id) else {
-            unreachable_invalid()?
-        };
+        let (key, customer_id, user_id) = v.finish((key, customer_id, user_id))?;
         record_customers(&[customer_id]);
-        let updated = users::update(&self.state.db, &caller, customer_id, user_id, update).await?;
-        Ok(Response::new(pb::UpdateUserResponse {
-            user: Some(convert::user(updated)),
-        }))
+        let reply = Reply::new(|user: &User| pb::UpdateUserResponse {
+            user: Some(convert::user(user)),
+        });
+        let answer = users::update(
+            &self.state.db,
+            &caller,
+            reply.idempotency(key.as_ref()),
+            customer_id,
+            user_id,
+            update,
+        )
+        .await?;
+        Ok(Response::new(reply.respond(answer)?))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let key = v.request_key("mfareset.v1.Users/DeleteUser", &req, |r| {
+            std::mem::take(&mut r.request_id)
+        });
+        let customer_id = v.id("customer_id", &req.customer_id, CustomerId::parse);
+        let user_id = v.id("user_id", &req.user_id, UserId::parse);
+        let reason = v.text("reason", &req.reason, 0, 500);
+        let (key, customer_id, user_id) = v.finish((key, customer_id, user_id))?;
+        record_customers(&[customer_id]);
+        let reply = Reply::new(|deleted: &DeletedUser| pb::DeleteUserResponse {
+            user: Some(convert::user(&deleted.user)),
+            methods_deleted_count: convert::count(deleted.methods_deleted),
+        });
+        let answer = users::delete(
+            &self.state.db,
+            &caller,
+            reply.idempotency(key.as_ref()),
+            customer_id,
+            user_id,
+            &reason,
+        )
+        .await?;
+        Ok(Response::new(reply.respond(answer)?))
     }
 
     async fn summarize_mfa_reset(
         &self,
-        request: Request<pb::SummarizeMfaResetRequest>,
-    ) -> Result<Response<pb::SummarizeMfaResetResponse>, Status> {
+        request: Request<pb::UsersSummarizeMfaResetRequest>,
+    ) -> Result<Response<pb::UsersSummarizeMfaResetResponse>, Status> {
+        use pb::users_summarize_mfa_reset_request::Target;
         let caller = caller(&request)?;
         let req = request.into_inner();
         let fields = SummarizeFields {
-            customer_ids: req.customer_ids,
-            user_ids: req.user_ids,
-            options: req.options,
-            reason: req.reason,
+            rpc: "mfareset.v1.Users/SummarizeMfaReset",
+            customer_ids: &req.customer_ids,
+            users: match &req.target {
+                Some(Target::Users(users)) => Some(resets::Target::Users(users)),
+                Some(Target::Filter(filter)) => Some(resets::Target::Filter(filter)),
+                None => None,
+            },
+            options: req.options.as_ref(),
+            reason: &req.reason,
             page_size: req.page_size,
+            request_id: &req.request_id,
         };
-        let answer = resets::summarize(&self.state, &caller, fields).await?;
-        Ok(Response::new(pb::SummarizeMfaResetResponse {
-            mfa_reset: Some(answer.mfa_reset),
-            items: answer.items,
-            next_page_token: answer.next_page_token,
-        }))
+        let digest_of = pb::UsersSummarizeMfaResetRequest {
+            request_id: String::new(),
+            ..req.clone()
+        };
+        let answer = resets::summarize(&self.state, &caller, fields, &digest_of).await?;
+        Ok(Response::new(answer))
     }
 
     async fn confirm_mfa_reset(
         &self,
-        request: Request<pb::ConfirmMfaResetRequest>,
-    ) -> Result<Response<pb::ConfirmMfaResetResponse>, Status> {
+        request: Request<pb::UsersConfirmMfaResetRequest>,
+    ) -> Result<Response<pb::UsersConfirmMfaResetResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let reset = resets::confirm(&self.state, &caller, &req.reset_id, &req.etag).await?;
-        Ok(Response::new(pb::ConfirmMfaResetResponse {
+        let reset = resets::confirm(
+            &self.state,
+            &caller,
+            "mfareset.v1.Users/ConfirmMfaReset",
+            &req.reset_id,
+            &req.etag,
+            &req.request_id,
+        )
+        .await?;
+        Ok(Response::new(pb::UsersConfirmMfaResetResponse {
             mfa_reset: Some(reset),
         }))
     }
@@ -224,10 +331,8 @@ impl Users for UsersService {
         request: Request<pb::CancelMfaResetRequest>,
     ) -> Result<Response<pb::CancelMfaResetResponse>, Status> {
         let caller = caller(&request)?;
-        let reset = resets::cancel(&self.state, &caller, &request.into_inner().reset_id).await?;
-        Ok(Response::new(pb::CancelMfaResetResponse {
-            mfa_reset: Some(reset),
-        }))
+        let answer = resets::cancel(&self.state, &caller, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
     async fn get_mfa_reset(
@@ -248,5 +353,36 @@ impl Users for UsersService {
         let caller = caller(&request)?;
         let answer = resets::list_items(&self.state, &caller, request.into_inner()).await?;
         Ok(Response::new(answer))
+    }
+
+    async fn list_mfa_resets(
+        &self,
+        request: Request<pb::ListMfaResetsRequest>,
+    ) -> Result<Response<pb::ListMfaResetsResponse>, Status> {
+        let caller = caller(&request)?;
+        let answer = resets::list(&self.state, &caller, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn approve_mfa_reset(
+        &self,
+        request: Request<pb::ApproveMfaResetRequest>,
+    ) -> Result<Response<pb::ApproveMfaResetResponse>, Status> {
+        caller(&request)?;
+        Err(DomainError::Unimplemented {
+            rpc: "mfareset.v1.Users/ApproveMfaReset",
+        }
+        .into())
+    }
+
+    async fn reject_mfa_reset(
+        &self,
+        request: Request<pb::RejectMfaResetRequest>,
+    ) -> Result<Response<pb::RejectMfaResetResponse>, Status> {
+        caller(&request)?;
+        Err(DomainError::Unimplemented {
+            rpc: "mfareset.v1.Users/RejectMfaReset",
+        }
+        .into())
     }
 }

@@ -2,10 +2,8 @@
 //! an `ErrorInfo` whose `reason` clients can branch on (AIP-193).
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
-/// The `ErrorInfo.domain` of every error this service returns.
-const ERROR_DOMAIN: &str = "mfareset";
+use crate::{api::status::status, domain::Reason};
 
 /// Why a request could not be authenticated. Messages never contain the token or key
 /// material, so they are safe to send to the caller and to log.
@@ -30,34 +28,38 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// The UPPER_SNAKE `ErrorInfo.reason` clients branch on; stable across releases.
-    pub fn reason(&self) -> &'static str {
+    /// The `ErrorInfo.reason` clients branch on; stable across releases.
+    pub fn reason(&self) -> Reason {
         match self {
-            AuthError::Missing => "TOKEN_MISSING",
-            AuthError::Malformed => "TOKEN_MALFORMED",
-            AuthError::Expired => "TOKEN_EXPIRED",
-            AuthError::InvalidSignature => "TOKEN_INVALID_SIGNATURE",
-            AuthError::Invalid(_) => "TOKEN_INVALID",
+            AuthError::Missing => Reason::TokenMissing,
+            AuthError::Malformed => Reason::TokenMalformed,
+            AuthError::Expired => Reason::TokenExpired,
+            AuthError::InvalidSignature => Reason::TokenInvalidSignature,
+            AuthError::Invalid(_) => Reason::TokenInvalid,
         }
     }
 }
 
 impl From<AuthError> for Status {
-    /// Every authentication failure is UNAUTHENTICATED with `ErrorInfo { reason, domain:
-    /// "mfareset" }`; the message is the error's display text.
+    /// Every authentication failure is UNAUTHENTICATED with an `ErrorInfo` of its reason;
+    /// the message is the error's display text.
     fn from(err: AuthError) -> Status {
-        let details = ErrorDetails::with_error_info(
+        status(
+            Code::Unauthenticated,
             err.reason(),
-            ERROR_DOMAIN,
-            std::collections::HashMap::new(),
-        );
-        Status::with_error_details(Code::Unauthenticated, err.to_string(), details)
+            err.to_string(),
+            Default::default(),
+            Vec::new(),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use tonic_types::StatusExt;
+
     use super::*;
+    use crate::api::status::ERROR_DOMAIN;
 
     #[test]
     fn every_auth_error_becomes_unauthenticated_with_its_reason() {
@@ -72,7 +74,7 @@ mod tests {
             ),
         ];
         for (err, reason) in cases {
-            assert_eq!(err.reason(), reason);
+            assert_eq!(err.reason().as_str(), reason);
             let message = err.to_string();
             let status = Status::from(err);
             assert_eq!(status.code(), Code::Unauthenticated);
@@ -80,7 +82,7 @@ mod tests {
             let info = status.get_error_details();
             let info = info.error_info().expect("error info attached");
             assert_eq!(info.reason, reason);
-            assert_eq!(info.domain, "mfareset");
+            assert_eq!(info.domain, ERROR_DOMAIN);
         }
     }
 }

@@ -288,7 +288,8 @@ mod tests {
         assert_eq!(
             set.candidates(Some("ed"), Algorithm::RS256)
                 .unwrap_err()
-                .reason(),
+                .reason()
+                .as_str(),
             "TOKEN_INVALID"
         );
         assert_eq!(set.candidates(None, Algorithm::RS256).unwrap().len(), 1);

@@ -79,7 +79,7 @@ where
                 Box::pin(self.inner.call(req))
             }
             Err(err) => {
-                tracing::debug!(reason = err.reason(), "request refused: {err}");
+                tracing::debug!(reason = err.reason().as_str(), "request refused: {err}");
                 let response = Status::from(err).into_http();
                 Box::pin(std::future::ready(Ok(response)))
             }
@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(status.message(), "missing bearer token");
         assert_eq!(
             status.get_error_details().error_info().unwrap().domain,
-            "mfareset"
+            crate::api::status::ERROR_DOMAIN
         );
     }
 

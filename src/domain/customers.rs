@@ -6,11 +6,13 @@ use uuid::Uuid;
 
 use super::{
     Caller,
-    audit::{self, AuditEvent},
+    audit::{self, AuditDetails, AuditEvent},
     error::{DomainError, DomainResult},
+    idempotency::{self, Answer, Idempotency},
     ids::CustomerId,
-    model::{Action, AuditAction, Customer, MethodKind, MfaPolicy, Role},
+    model::{Action, Customer, MethodKind, MfaPolicy, Role},
     paging::{Page, PageRequest},
+    reason::Reason,
     selection::{Grants, Selection, SelectionDescription},
     unique_violation_as,
 };
@@ -31,9 +33,10 @@ pub(crate) fn from_model(model: customers::Model) -> DomainResult<Customer> {
     enabled_method_kinds.sort();
     Ok(Customer {
         id: model.id.into(),
-        name: model.name,
+        display_name: model.name,
         mfa_policy,
         enabled_method_kinds,
+        approval_threshold: u32::try_from(model.approval_threshold).unwrap_or(0),
         created_at: model.created_at,
         updated_at: model.updated_at,
     })
@@ -118,36 +121,40 @@ pub async fn describe_selection(
 pub async fn set_mfa_policy(
     db: &DatabaseConnection,
     caller: &Caller,
+    idempotency: Idempotency<'_, VisibleCustomer>,
     id: CustomerId,
     policy: MfaPolicy,
     reason: &str,
-) -> DomainResult<VisibleCustomer> {
-    let txn = store::begin_write(db).await?;
-    let selection = Selection::resolve(&txn, &caller.subject, &[id], Action::SetMfaPolicy).await?;
-    let mut customer = selection.customers()[0].clone();
-    if customer.mfa_policy != policy {
-        let now = super::now();
-        store::customers::set_policy(&txn, id.uuid(), policy.as_str(), now).await?;
-        let event = AuditEvent::new(caller, id, AuditAction::MfaPolicySet, now)
-            .reason(reason)
-            .detail("previous_policy", customer.mfa_policy.as_str())
-            .detail("mfa_policy", policy.as_str());
-        audit::record(&txn, vec![event]).await?;
-        customer.mfa_policy = policy;
-        customer.updated_at = now;
-    }
-    txn.commit().await?;
-    Ok(VisibleCustomer {
-        caller_roles: selection.grants().roles_in(id),
-        customer,
+) -> DomainResult<Answer<VisibleCustomer>> {
+    idempotency::write(db, caller, idempotency, async |txn| {
+        let selection =
+            Selection::resolve(txn, &caller.subject, &[id], Action::SetMfaPolicy).await?;
+        let mut customer = selection.customers()[0].clone();
+        if customer.mfa_policy != policy {
+            let now = super::now();
+            store::customers::set_policy(txn, id.uuid(), policy.as_str(), now).await?;
+            let details = AuditDetails::MfaPolicySet {
+                previous: customer.mfa_policy,
+                policy,
+            };
+            let event = AuditEvent::new(caller, id, details, now).reason(reason);
+            audit::record(txn, vec![event]).await?;
+            customer.mfa_policy = policy;
+            customer.updated_at = now;
+        }
+        Ok(VisibleCustomer {
+            caller_roles: selection.grants().roles_in(id),
+            customer,
+        })
     })
+    .await
 }
 
 /// What a new customer is made of; values already validated at the edge.
 #[derive(Clone, Debug)]
 pub struct NewCustomer {
     /// Unique display name.
-    pub name: String,
+    pub display_name: String,
     /// MFA policy.
     pub mfa_policy: MfaPolicy,
     /// Enabled kinds (at least one).
@@ -159,40 +166,47 @@ pub struct NewCustomer {
 pub async fn create(
     db: &DatabaseConnection,
     caller: &Caller,
+    idempotency: Idempotency<'_, VisibleCustomer>,
     new: NewCustomer,
-) -> DomainResult<VisibleCustomer> {
-    let txn = store::begin_write(db).await?;
-    let grants = Grants::load(&txn, &caller.subject, &[]).await?;
-    if !grants.holds_everywhere(Role::Provisioner) {
-        return Err(DomainError::PermissionDenied {
-            reason: "ROLE_TOO_WEAK",
-            message: "creating customers needs PROVISIONER on every customer (*)".into(),
-        });
-    }
-    let now = super::now();
-    let id = CustomerId::new();
-    let mut kinds = new.enabled_method_kinds;
-    kinds.sort();
-    kinds.dedup();
-    let model = customers::Model {
-        id: id.uuid(),
-        name: new.name,
-        mfa_policy: new.mfa_policy.as_str().to_string(),
-        enabled_method_kinds: MethodKind::format_list(&kinds),
-        created_at: now,
-        updated_at: now,
-    };
-    let model = store::customers::insert(&txn, model)
-        .await
-        .map_err(unique_violation_as(RESOURCE, "customer.name"))?;
-    let event = AuditEvent::new(caller, id, AuditAction::CustomerCreated, now)
-        .detail("mfa_policy", model.mfa_policy.clone())
-        .detail("enabled_method_kinds", model.enabled_method_kinds.clone());
-    audit::record(&txn, vec![event]).await?;
-    txn.commit().await?;
-    let customer = from_model(model)?;
-    Ok(VisibleCustomer {
-        caller_roles: grants.roles_in(customer.id),
-        customer,
+) -> DomainResult<Answer<VisibleCustomer>> {
+    idempotency::write(db, caller, idempotency, async |txn| {
+        let grants = Grants::load(txn, &caller.subject, &[]).await?;
+        if !grants.holds_everywhere(Role::Provisioner) {
+            return Err(DomainError::PermissionDenied {
+                reason: Reason::RoleTooWeak,
+                message: "creating customers needs PROVISIONER on every customer (*)".into(),
+                customer_ids: Vec::new(),
+                action: Some(Action::Provision),
+            });
+        }
+        let now = super::now();
+        let id = CustomerId::new();
+        let mut kinds = new.enabled_method_kinds;
+        kinds.sort();
+        kinds.dedup();
+        let model = customers::Model {
+            id: id.uuid(),
+            name: new.display_name,
+            mfa_policy: new.mfa_policy.as_str().to_string(),
+            enabled_method_kinds: MethodKind::format_list(&kinds),
+            created_at: now,
+            updated_at: now,
+            approval_threshold: 0,
+        };
+        let model = store::customers::insert(txn, model)
+            .await
+            .map_err(unique_violation_as(RESOURCE, "customer.display_name"))?;
+        let customer = from_model(model)?;
+        let details = AuditDetails::CustomerCreated {
+            display_name: customer.display_name.clone(),
+            mfa_policy: customer.mfa_policy,
+            enabled_method_kinds: customer.enabled_method_kinds.clone(),
+        };
+        audit::record(txn, vec![AuditEvent::new(caller, id, details, now)]).await?;
+        Ok(VisibleCustomer {
+            caller_roles: grants.roles_in(customer.id),
+            customer,
+        })
     })
+    .await
 }

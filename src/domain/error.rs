@@ -1,8 +1,12 @@
-//! The one error type of the domain, with the cases DESIGN.md "Errors" names. The
-//! gRPC layer turns each case into a status code with rich details
-//! (`crate::api::status`); nothing here knows about gRPC.
+//! The one error type of the domain, with the cases DESIGN.md "Errors" names. The gRPC layer
+//! turns each case into a status code with rich details (`crate::api::status`); nothing here
+//! knows about gRPC. Where an error is about a set of things (customers lacking an option,
+//! unknown users, the changes that made a plan stale) the error carries the whole set, in
+//! structured form, and the status layer caps what it sends.
 
 use sea_orm::DbErr;
+
+use super::{ids::CustomerId, model::Action, reason::Reason};
 
 /// One invalid field of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,28 +27,84 @@ impl FieldViolation {
     }
 }
 
-/// Why a call failed. Each variant carries an UPPER_SNAKE `reason` that clients
-/// branch on (AIP-193), never on the message.
+/// One thing that stands in the way of a call, as a `google.rpc.PreconditionFailure`
+/// violation: its `kind` (e.g. `METHOD_REMOVED`, `RESET_SCOPE_ORG_LEVEL`), the `subject` it is
+/// about (`customers/{id}`, `customers/{id}/users/{id}`, ...), and a sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// What kind of violation, UPPER_SNAKE.
+    pub kind: String,
+    /// What it is about, as a relative resource name.
+    pub subject: String,
+    /// A sentence for people.
+    pub description: String,
+}
+
+impl Violation {
+    /// A violation of `kind` about `subject`.
+    pub fn new(
+        kind: impl Into<String>,
+        subject: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        Violation {
+            kind: kind.into(),
+            subject: subject.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Structured details of a failed precondition or an aborted call: the violations (each one
+/// of the request, not only the first) and `ErrorInfo` metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Details {
+    /// Every violation.
+    pub violations: Vec<Violation>,
+    /// `ErrorInfo.metadata` entries.
+    pub metadata: Vec<(&'static str, String)>,
+}
+
+impl Details {
+    /// Adds a metadata entry.
+    pub fn with(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.metadata.push((key, value.to_string()));
+        self
+    }
+}
+
+/// Why a call failed. Each variant carries a [`Reason`] that clients branch on (AIP-193),
+/// never on the message.
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
     /// The request is malformed; lists every violated field at once.
-    #[error("invalid request: {}", describe(.0))]
-    InvalidArgument(Vec<FieldViolation>),
-    /// The caller lacks a role (or a strong enough one) in a customer of the selection.
+    #[error("invalid request: {}", describe(.violations))]
+    InvalidArgument {
+        /// INVALID_ARGUMENT or REQUEST_ID_REUSED.
+        reason: Reason,
+        /// Every violated field.
+        violations: Vec<FieldViolation>,
+    },
+    /// The caller lacks a role (or a strong enough one) in a customer of the selection, or
+    /// would act on their own MFA.
     #[error("{message}")]
     PermissionDenied {
-        /// NO_ROLE, ROLE_TOO_WEAK.
-        reason: &'static str,
+        /// NO_ROLE, ROLE_TOO_WEAK or SELF.
+        reason: Reason,
         /// Names only ids the request itself contained.
         message: String,
+        /// The customers the refusal is about (ids the request contained), if any.
+        customer_ids: Vec<CustomerId>,
+        /// The action refused, if the refusal is about one.
+        action: Option<Action>,
     },
-    /// Something the request named is not inside its selection.
-    #[error("{resource_type} {id} not found")]
+    /// Things the request named are not inside its selection: every one of them.
+    #[error("{}", describe_not_found(resource_type, ids))]
     NotFound {
         /// e.g. `mfareset.v1.User`.
         resource_type: &'static str,
-        /// The id as the request gave it.
-        id: String,
+        /// The references as the request gave them (ids, or `external_subject/...`).
+        ids: Vec<String>,
     },
     /// A unique value is taken.
     #[error("{resource_type} with this {field} already exists")]
@@ -58,31 +118,41 @@ pub enum DomainError {
     #[error("{message}")]
     FailedPrecondition {
         /// e.g. OPTION_NOT_COMMON, NOTHING_TO_RESET, RESET_EXPIRED.
-        reason: &'static str,
+        reason: Reason,
         /// Human-readable explanation.
         message: String,
-        /// Customers the precondition fails in, when that is the point.
-        customer_ids: Vec<String>,
+        /// What stands in the way, in structured form.
+        details: Details,
     },
     /// Concurrency conflict: re-read, then retry (AIP-154).
     #[error("{message}")]
     Aborted {
-        /// e.g. PLAN_STALE, ETAG_MISMATCH.
-        reason: &'static str,
+        /// PLAN_STALE, ETAG_MISMATCH or CONCURRENT_UPDATE.
+        reason: Reason,
         /// Human-readable explanation, naming what changed.
         message: String,
+        /// What changed, in structured form.
+        details: Details,
+    },
+    /// An RPC of the contract that this release does not serve yet.
+    #[error("{rpc} is not implemented by this release of the server")]
+    Unimplemented {
+        /// The RPC's full name.
+        rpc: &'static str,
     },
     /// The database cannot be reached; retrying later may work.
     #[error("the database is unavailable")]
     Unavailable(#[source] DbErr),
-    /// Anything else: a bug or an unexpected database error. The detail is logged,
-    /// never returned.
+    /// Anything else: a bug or an unexpected database error. The detail is logged, never
+    /// returned.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
 /// Violations spelled out in the message; the BadRequest detail lists more.
 const MAX_DESCRIBED_VIOLATIONS: usize = 5;
+/// Ids spelled out in a NOT_FOUND message; the ResourceInfo details list more.
+const MAX_DESCRIBED_IDS: usize = 5;
 
 fn describe(violations: &[FieldViolation]) -> String {
     let mut text = violations
@@ -100,41 +170,83 @@ fn describe(violations: &[FieldViolation]) -> String {
     text
 }
 
+fn describe_not_found(resource_type: &str, ids: &[String]) -> String {
+    let mut text = format!(
+        "{resource_type} not found in the selected customers: {}",
+        ids.iter()
+            .take(MAX_DESCRIBED_IDS)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if ids.len() > MAX_DESCRIBED_IDS {
+        text.push_str(&format!(
+            " and {} more (see ResourceInfo)",
+            ids.len() - MAX_DESCRIBED_IDS
+        ));
+    }
+    text
+}
+
 impl DomainError {
     /// One invalid field.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        DomainError::InvalidArgument(vec![FieldViolation::new(field, description)])
+        DomainError::InvalidArgument {
+            reason: Reason::InvalidArgument,
+            violations: vec![FieldViolation::new(field, description)],
+        }
     }
 
-    /// Not found.
+    /// One thing not found.
     pub fn not_found(resource_type: &'static str, id: impl ToString) -> Self {
         DomainError::NotFound {
             resource_type,
-            id: id.to_string(),
+            ids: vec![id.to_string()],
         }
     }
 
-    /// A failed precondition that concerns no particular customer.
-    pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
+    /// A failed precondition with no structured details beyond `metadata`.
+    pub fn precondition(reason: Reason, message: impl Into<String>) -> Self {
         DomainError::FailedPrecondition {
             reason,
             message: message.into(),
-            customer_ids: vec![],
+            details: Details::default(),
         }
     }
 
-    /// The UPPER_SNAKE reason clients branch on.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            DomainError::InvalidArgument(_) => "INVALID_ARGUMENT",
-            DomainError::PermissionDenied { reason, .. } => reason,
-            DomainError::NotFound { .. } => "NOT_FOUND",
-            DomainError::AlreadyExists { .. } => "ALREADY_EXISTS",
-            DomainError::FailedPrecondition { reason, .. } => reason,
-            DomainError::Aborted { reason, .. } => reason,
-            DomainError::Unavailable(_) => "DATABASE_UNAVAILABLE",
-            DomainError::Internal(_) => "INTERNAL",
+    /// A refusal for lack of a (strong enough) role.
+    pub fn permission(reason: Reason, message: impl Into<String>) -> Self {
+        DomainError::PermissionDenied {
+            reason,
+            message: message.into(),
+            customer_ids: Vec::new(),
+            action: None,
         }
+    }
+
+    /// The reason clients branch on.
+    pub fn reason(&self) -> Reason {
+        match self {
+            DomainError::InvalidArgument { reason, .. }
+            | DomainError::PermissionDenied { reason, .. }
+            | DomainError::FailedPrecondition { reason, .. }
+            | DomainError::Aborted { reason, .. } => *reason,
+            DomainError::NotFound { .. } => Reason::NotFound,
+            DomainError::AlreadyExists { .. } => Reason::AlreadyExists,
+            DomainError::Unimplemented { .. } => Reason::Unimplemented,
+            DomainError::Unavailable(_) => Reason::DatabaseUnavailable,
+            DomainError::Internal(_) => Reason::Internal,
+        }
+    }
+
+    /// The same error with `key = value` added to its metadata, where it has metadata.
+    pub fn with_metadata(mut self, key: &'static str, value: impl ToString) -> Self {
+        if let DomainError::FailedPrecondition { details, .. }
+        | DomainError::Aborted { details, .. } = &mut self
+        {
+            details.metadata.push((key, value.to_string()));
+        }
+        self
     }
 }
 
@@ -146,8 +258,9 @@ impl From<DbErr> for DomainError {
         match transience(&err) {
             Some(Transience::Unavailable) => DomainError::Unavailable(err),
             Some(Transience::Conflict) => DomainError::Aborted {
-                reason: "CONCURRENT_UPDATE",
+                reason: Reason::ConcurrentUpdate,
                 message: "the data changed concurrently; retry the call".into(),
+                details: Details::default(),
             },
             None => DomainError::Internal(err.into()),
         }

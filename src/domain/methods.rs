@@ -8,13 +8,15 @@ use uuid::Uuid;
 
 use super::{
     Caller,
-    audit::{self, AuditEvent},
-    error::{DomainError, DomainResult},
+    audit::{self, AuditDetails, AuditEvent, UserAfter},
+    error::{Details, DomainError, DomainResult},
+    idempotency::{self, Answer, Idempotency},
     ids::{CustomerId, MethodId, UserId},
-    model::{Action, AuditAction, Method, MethodKind, MethodScope, MethodState, Removal, User},
+    model::{Action, Method, MethodKind, MethodScope, MethodState, Removal, User},
     paging::{Page, PageRequest},
+    reason::Reason,
     selection::Selection,
-    users::{self, UserQuery},
+    users::{self, UserQuery, UserRef},
 };
 use crate::store::{self, entities::authentication_methods};
 
@@ -72,18 +74,23 @@ pub async fn list_users_with_methods(
     })
 }
 
-/// Every method of one user of the selection.
+/// One page of the methods of one user of the selection, ordered by id.
 pub async fn list_of_user(
     db: &impl ConnectionTrait,
     selection: &Selection,
     user_id: UserId,
-) -> DomainResult<Vec<Method>> {
-    let user = users::get(db, selection, user_id).await?;
-    store::methods::of_users(db, &[user.customer_id.uuid()], &[user_id.uuid()])
-        .await?
-        .into_iter()
-        .map(from_model)
-        .collect()
+    page: PageRequest<Uuid>,
+) -> DomainResult<Page<Method, Uuid>> {
+    let user = users::get(db, selection, &UserRef::Id(user_id)).await?;
+    let rows = store::methods::of_user(
+        db,
+        user.customer_id.uuid(),
+        user_id.uuid(),
+        page.after,
+        page.size + 1,
+    )
+    .await?;
+    Page::from_rows(rows, page.size, |row| row.id).try_map(from_model)
 }
 
 /// A method to register; values already validated at the edge.
@@ -108,56 +115,67 @@ pub struct NewMethod {
 pub async fn register(
     db: &DatabaseConnection,
     caller: &Caller,
+    idempotency: Idempotency<'_, Method>,
     new: NewMethod,
-) -> DomainResult<Method> {
-    let txn = store::begin_write(db).await?;
-    let selection =
-        Selection::resolve(&txn, &caller.subject, &[new.customer_id], Action::Provision).await?;
-    let customer = &selection.customers()[0];
-    let user = users::get(&txn, &selection, new.user_id).await?;
-    if !customer.enabled_method_kinds.contains(&new.kind) {
-        return Err(DomainError::FailedPrecondition {
-            reason: "METHOD_KIND_NOT_ENABLED",
-            message: format!(
-                "method kind {} is not enabled in customer {}",
-                new.kind, customer.id
-            ),
-            customer_ids: vec![customer.id.to_string()],
-        });
-    }
-    if store::methods::count_of_user(&txn, customer.id.uuid(), user.id.uuid()).await?
-        >= MAX_METHODS_PER_USER
-    {
-        return Err(DomainError::precondition(
-            "TOO_MANY_METHODS",
-            format!("a user may hold at most {MAX_METHODS_PER_USER} methods"),
-        ));
-    }
-    let now = super::now();
-    let model = authentication_methods::Model {
-        id: Uuid::now_v7(),
-        customer_id: customer.id.uuid(),
-        user_id: user.id.uuid(),
-        kind: new.kind.as_str().to_string(),
-        scope: new.scope.as_str().to_string(),
-        label: new.label,
-        state: MethodState::Active.as_str().to_string(),
-        secret_ref: new.secret_ref,
-        created_at: now,
-        updated_at: now,
-        last_used_at: None,
-    };
-    let model = store::methods::insert(&txn, model).await?;
-    store::users::clear_registration_required(&txn, customer.id.uuid(), user.id.uuid(), now)
-        .await?;
-    let event = AuditEvent::new(caller, customer.id, AuditAction::MethodRegistered, now)
-        .user(user.id)
-        .method(model.id.into())
-        .detail("kind", new.kind.as_str())
-        .detail("scope", new.scope.as_str());
-    audit::record(&txn, vec![event]).await?;
-    txn.commit().await?;
-    from_model(model)
+) -> DomainResult<Answer<Method>> {
+    idempotency::write(db, caller, idempotency, async |txn| {
+        let selection =
+            Selection::resolve(txn, &caller.subject, &[new.customer_id], Action::Provision).await?;
+        let customer = &selection.customers()[0];
+        let user = users::get(txn, &selection, &UserRef::Id(new.user_id)).await?;
+        if !customer.enabled_method_kinds.contains(&new.kind) {
+            return Err(DomainError::FailedPrecondition {
+                reason: Reason::MethodKindNotEnabled,
+                message: format!(
+                    "method kind {} is not enabled in customer {}",
+                    new.kind, customer.id
+                ),
+                details: Details::default()
+                    .with("customer_id", customer.id)
+                    .with("method_kind", new.kind),
+            });
+        }
+        if store::methods::count_of_user(txn, customer.id.uuid(), user.id.uuid()).await?
+            >= MAX_METHODS_PER_USER
+        {
+            return Err(DomainError::precondition(
+                Reason::TooManyMethods,
+                format!("a user may hold at most {MAX_METHODS_PER_USER} methods"),
+            )
+            .with_metadata("max_method_count", MAX_METHODS_PER_USER));
+        }
+        let now = super::now();
+        let model = authentication_methods::Model {
+            id: Uuid::now_v7(),
+            customer_id: customer.id.uuid(),
+            user_id: user.id.uuid(),
+            kind: new.kind.as_str().to_string(),
+            scope: new.scope.as_str().to_string(),
+            label: new.label,
+            state: MethodState::Active.as_str().to_string(),
+            secret_ref: new.secret_ref,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+        };
+        let model = store::methods::insert(txn, model).await?;
+        store::users::clear_registration_required(txn, customer.id.uuid(), user.id.uuid(), now)
+            .await?;
+        let after = UserAfter {
+            mfa_registration_required: false,
+            ..UserAfter::from(&user)
+        };
+        let details = AuditDetails::MethodRegistered {
+            kind: new.kind,
+            scope: new.scope,
+        };
+        let event = AuditEvent::new(caller, customer.id, details, now)
+            .user(after)
+            .method(model.id.into());
+        audit::record(txn, vec![event]).await?;
+        from_model(model)
+    })
+    .await
 }
 
 /// Deletes one method, or deactivates it for a hardware token (the customer's
@@ -169,50 +187,50 @@ pub async fn register(
 pub async fn delete(
     db: &DatabaseConnection,
     caller: &Caller,
+    idempotency: Idempotency<'_, Removal>,
     customer_id: CustomerId,
     method_id: MethodId,
     reason: &str,
-) -> DomainResult<Removal> {
-    let txn = store::begin_write(db).await?;
-    let selection =
-        Selection::resolve(&txn, &caller.subject, &[customer_id], Action::DeleteMethod).await?;
-    let method = store::methods::find_in(&txn, customer_id.uuid(), method_id.uuid())
-        .await?
-        .ok_or_else(|| DomainError::not_found(RESOURCE, method_id))
-        .and_then(from_model)?;
-    let user = users::get(&txn, &selection, method.user_id).await?;
-    if user.external_subject.as_deref() == Some(caller.subject.as_str()) {
-        return Err(DomainError::PermissionDenied {
-            reason: "SELF",
-            message: "you cannot delete your own authentication methods here".into(),
-        });
-    }
-    if user.is_admin {
-        selection.require(Action::ResetAdminMfa)?;
-    }
-    let removal = method.kind.removal();
-    let now = super::now();
-    let changed = match removal {
-        Removal::Delete => {
-            store::methods::delete(&txn, customer_id.uuid(), method_id.uuid()).await?
+) -> DomainResult<Answer<Removal>> {
+    idempotency::write(db, caller, idempotency, async |txn| {
+        let selection =
+            Selection::resolve(txn, &caller.subject, &[customer_id], Action::DeleteMethod).await?;
+        let method = store::methods::find_in(txn, customer_id.uuid(), method_id.uuid())
+            .await?
+            .ok_or_else(|| DomainError::not_found(RESOURCE, method_id))
+            .and_then(from_model)?;
+        let user = users::get(txn, &selection, &UserRef::Id(method.user_id)).await?;
+        if user.external_subject.as_deref() == Some(caller.subject.as_str()) {
+            return Err(DomainError::permission(
+                Reason::SelfUser,
+                "you cannot delete your own authentication methods here",
+            ));
         }
-        Removal::Deactivate => {
-            store::methods::deactivate(&txn, customer_id.uuid(), method_id.uuid(), now).await?
+        if user.admin {
+            selection.require(Action::ResetAdminMfa)?;
         }
-    };
-    if changed {
-        let disposition = match removal {
-            Removal::Delete => "DELETE",
-            Removal::Deactivate => "DEACTIVATE",
+        let removal = method.kind.removal();
+        let now = super::now();
+        let changed = match removal {
+            Removal::Delete => {
+                store::methods::delete(txn, customer_id.uuid(), method_id.uuid()).await?
+            }
+            Removal::Deactivate => {
+                store::methods::deactivate(txn, customer_id.uuid(), method_id.uuid(), now).await?
+            }
         };
-        let event = AuditEvent::new(caller, customer_id, AuditAction::MethodDeleted, now)
-            .user(user.id)
-            .method(method_id)
-            .reason(reason)
-            .detail("kind", method.kind.as_str())
-            .detail("disposition", disposition);
-        audit::record(&txn, vec![event]).await?;
-    }
-    txn.commit().await?;
-    Ok(removal)
+        if changed {
+            let details = AuditDetails::MethodDeleted {
+                kind: method.kind,
+                removal,
+            };
+            let event = AuditEvent::new(caller, customer_id, details, now)
+                .user((&user).into())
+                .method(method_id)
+                .reason(reason);
+            audit::record(txn, vec![event]).await?;
+        }
+        Ok(removal)
+    })
+    .await
 }

@@ -1,29 +1,32 @@
-//! The rules of mfa-reset: selection, roles, customers, users, methods, audit, and
-//! (next) the reset engine. Knows nothing about gRPC: the api layer hands it parsed
+//! The rules of mfa-reset: selection, roles, customers, users, methods, audit, idempotent
+//! writes, and the reset engine. Knows nothing about gRPC: the api layer hands it parsed
 //! domain values and a [`Caller`], and turns its [`DomainError`]s into statuses.
 
 pub mod audit;
 pub mod customers;
 pub mod error;
+pub mod idempotency;
 pub mod ids;
 pub mod masking;
 pub mod methods;
 pub mod model;
 pub mod paging;
+pub mod reason;
 pub mod reset;
 pub mod selection;
 pub mod users;
 
-pub use error::{DomainError, DomainResult, FieldViolation};
+pub use error::{Details, DomainError, DomainResult, FieldViolation, Violation};
+pub use reason::Reason;
 
-/// Who is calling, as the domain needs it: the verified principal and the request
-/// id that audit events record.
+/// Who is calling, as the domain needs it: the verified principal and the correlation id
+/// (`x-request-id`) that audit events record.
 #[derive(Clone, Debug)]
 pub struct Caller {
     /// The principal's subject (`sub` of the verified token).
     pub subject: String,
-    /// The call's request id (`x-request-id`).
-    pub request_id: Option<String>,
+    /// The call's `x-request-id`, which correlates logs, traces and audit events.
+    pub correlation_id: Option<String>,
 }
 
 /// The current time at the precision both backends keep (PostgreSQL stores

@@ -74,8 +74,10 @@ named_enum!(
         DeleteMethod => "DELETE_METHOD",
         /// Change the MFA policy.
         SetMfaPolicy => "SET_MFA_POLICY",
-        /// Create and update users, register methods.
+        /// Create, update and delete users, register methods.
         Provision => "PROVISION",
+        /// Change the approval threshold.
+        SetApprovalThreshold => "SET_APPROVAL_THRESHOLD",
     }
 );
 
@@ -89,7 +91,11 @@ impl Role {
             Role::PrivilegedAuthenticationAdmin => {
                 matches!(
                     action,
-                    Read | ResetMfa | ResetAdminMfa | DeleteMethod | SetMfaPolicy
+                    Read | ResetMfa
+                        | ResetAdminMfa
+                        | DeleteMethod
+                        | SetMfaPolicy
+                        | SetApprovalThreshold
                 )
             }
             Role::Provisioner => matches!(action, Read | Provision),
@@ -225,6 +231,22 @@ named_enum!(
         MethodDeleted => "METHOD_DELETED",
         /// A user's MFA was reset.
         MfaReset => "MFA_RESET",
+        /// A role was granted.
+        RoleGranted => "ROLE_GRANTED",
+        /// A role was revoked.
+        RoleRevoked => "ROLE_REVOKED",
+        /// A user was deleted.
+        UserDeleted => "USER_DELETED",
+        /// A reset awaits approval.
+        ResetApprovalRequested => "RESET_APPROVAL_REQUESTED",
+        /// A reset was approved and applied.
+        ResetApproved => "RESET_APPROVED",
+        /// A reset was rejected.
+        ResetRejected => "RESET_REJECTED",
+        /// A reset was cancelled.
+        ResetCancelled => "RESET_CANCELLED",
+        /// A customer's approval threshold changed.
+        ApprovalThresholdSet => "APPROVAL_THRESHOLD_SET",
     }
 );
 
@@ -233,12 +255,14 @@ named_enum!(
 pub struct Customer {
     /// Id.
     pub id: CustomerId,
-    /// Display name.
-    pub name: String,
+    /// Display name, unique.
+    pub display_name: String,
     /// MFA policy.
     pub mfa_policy: MfaPolicy,
     /// Enabled method kinds, in declaration order.
     pub enabled_method_kinds: Vec<MethodKind>,
+    /// Resets of at least this many users here need approval; 0 means never.
+    pub approval_threshold: u32,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -259,7 +283,7 @@ pub struct User {
     /// Subject the user signs in with, if known.
     pub external_subject: Option<String>,
     /// Administers the customer.
-    pub is_admin: bool,
+    pub admin: bool,
     /// Must register MFA at next sign-in.
     pub mfa_registration_required: bool,
     /// Last MFA reset.

@@ -1,15 +1,16 @@
 //! The selection rules of DESIGN.md: a request acts inside the customers it names,
 //! only where the principal holds a role, and only with what applies to all of them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use sea_orm::ConnectionTrait;
 use uuid::Uuid;
 
 use super::{
-    error::{DomainError, DomainResult},
+    error::{Details, DomainError, DomainResult, Violation},
     ids::CustomerId,
     model::{Action, Customer, MethodKind, MfaPolicy, ResetScope, Role},
+    reason::Reason,
 };
 use crate::store;
 
@@ -104,8 +105,10 @@ impl Selection {
             .collect();
         if !without_role.is_empty() {
             return Err(DomainError::PermissionDenied {
-                reason: "NO_ROLE",
+                reason: Reason::NoRole,
                 message: format!("no role in customer(s) {}", join(&without_role)),
+                customer_ids: without_role,
+                action: None,
             });
         }
         let ids: Vec<Uuid> = customer_ids.iter().map(|c| c.uuid()).collect();
@@ -162,12 +165,14 @@ impl Selection {
             return Ok(());
         }
         Err(DomainError::PermissionDenied {
-            reason: "ROLE_TOO_WEAK",
+            reason: Reason::RoleTooWeak,
             message: format!(
                 "your role does not allow {} in customer(s) {}",
                 action.as_str(),
                 join(&lacking)
             ),
+            customer_ids: lacking,
+            action: Some(action),
         })
     }
 
@@ -190,42 +195,68 @@ impl Selection {
     }
 
     /// FAILED_PRECONDITION (OPTION_NOT_COMMON) naming the customers where a requested
-    /// reset option does not apply: the same answer `describe` gives as gaps.
+    /// reset option does not apply: the same answer `describe` gives as gaps, with one
+    /// violation per option and customer.
     pub fn require_reset_options(
         &self,
         scope: ResetScope,
         kinds: &[MethodKind],
     ) -> DomainResult<()> {
-        let mut not_common: BTreeMap<String, Vec<CustomerId>> = BTreeMap::new();
+        // (the option's contract name, a phrase, where it does not apply)
+        let mut not_common: Vec<(String, String, Vec<CustomerId>)> = Vec::new();
         let lacking = self.lacking(|c| scope_applies(scope, c));
         if !lacking.is_empty() {
-            not_common.insert(format!("scope {}", scope.as_str()), lacking);
+            not_common.push((
+                format!("RESET_SCOPE_{}", scope.as_str()),
+                format!("scope {}", scope.as_str()),
+                lacking,
+            ));
         }
         for &kind in kinds {
             let lacking = self.lacking(|c| c.enabled_method_kinds.contains(&kind));
             if !lacking.is_empty() {
-                not_common.insert(format!("method kind {}", kind.as_str()), lacking);
+                not_common.push((
+                    format!("METHOD_KIND_{}", kind.as_str()),
+                    format!("method kind {}", kind.as_str()),
+                    lacking,
+                ));
             }
         }
         if not_common.is_empty() {
             return Ok(());
         }
-        let mut customer_ids: Vec<String> = not_common
-            .values()
-            .flatten()
-            .map(|id| id.to_string())
+        let mut customer_ids: Vec<CustomerId> = not_common
+            .iter()
+            .flat_map(|(_, _, ids)| ids.iter().copied())
             .collect();
         customer_ids.sort();
         customer_ids.dedup();
         let message = not_common
             .iter()
-            .map(|(option, ids)| format!("{option} does not apply in customer(s) {}", join(ids)))
+            .map(|(_, option, ids)| format!("{option} does not apply in customer(s) {}", join(ids)))
             .collect::<Vec<_>>()
             .join("; ");
+        let violations = not_common
+            .iter()
+            .flat_map(|(kind, option, ids)| {
+                ids.iter().map(move |id| {
+                    Violation::new(
+                        kind.clone(),
+                        format!("customers/{id}"),
+                        format!("{option} does not apply in this customer"),
+                    )
+                })
+            })
+            .collect();
         Err(DomainError::FailedPrecondition {
-            reason: "OPTION_NOT_COMMON",
+            reason: Reason::OptionNotCommon,
             message,
-            customer_ids,
+            details: Details {
+                violations,
+                metadata: Vec::new(),
+            }
+            .with("customer_ids", list_ids(&customer_ids))
+            .with("customer_count", customer_ids.len()),
         })
     }
 
@@ -280,6 +311,19 @@ impl SelectionDescription {
 /// Ids listed in a message before "and N more": a message travels in HTTP/2 trailers,
 /// which clients cap (8 to 16 KiB), and a selection may hold 500 ids.
 const MAX_LISTED_IDS: usize = 10;
+
+/// Ids in a metadata value: comma-separated, at most [`MAX_METADATA_IDS`] (a `*_count` key
+/// beside it tells the whole number).
+pub const MAX_METADATA_IDS: usize = 50;
+
+/// The comma-separated metadata form of `ids`, capped at [`MAX_METADATA_IDS`].
+pub fn list_ids(ids: &[CustomerId]) -> String {
+    ids.iter()
+        .take(MAX_METADATA_IDS)
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 fn join(ids: &[CustomerId]) -> String {
     let mut text = ids

@@ -1,30 +1,54 @@
-//! Users: find them across a selection, and provision them.
+//! Users: find them across a selection (by id, by the external subject the sign-in system
+//! knows, or by search), and provision them (create, update, delete).
 
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, SqlErr};
 use uuid::Uuid;
 
 use super::{
     Caller,
-    audit::{self, AuditEvent},
-    error::{DomainError, DomainResult},
+    audit::{self, AuditDetails, AuditEvent, UserAfter},
+    error::{Details, DomainError, DomainResult, Violation},
+    idempotency::{self, Answer, Idempotency},
     ids::{CustomerId, UserId},
-    model::{Action, AuditAction, MethodKind, MfaState, User},
+    model::{Action, MethodKind, MfaState, User},
     paging::{Page, PageRequest},
-    selection::Selection,
+    reason::Reason,
+    selection::{Selection, list_ids},
 };
 use crate::store::{self, entities::users, users::MfaStateFilter};
 
 const RESOURCE: &str = "mfareset.v1.User";
 
-/// Filters of a user list.
+/// Filters of a user list; they combine with AND, the values of one filter with OR.
 #[derive(Clone, Debug, Default)]
 pub struct UserQuery {
     /// Case-insensitive prefix of the display name or e-mail.
     pub prefix: Option<String>,
-    /// Only this MFA state.
-    pub mfa_state: Option<MfaState>,
+    /// Only these MFA states (empty: every state).
+    pub mfa_states: Vec<MfaState>,
     /// Only users with an active method of one of these kinds.
     pub method_kinds: Vec<MethodKind>,
+    /// Only users with one of these external subjects.
+    pub external_subjects: Vec<String>,
+}
+
+/// How a request names one user: by id, or by the subject the sign-in system knows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UserRef {
+    /// By id.
+    Id(UserId),
+    /// By `external_subject` (unique within a customer).
+    ExternalSubject(String),
+}
+
+impl UserRef {
+    /// How NOT_FOUND names it: the id, or `external_subject/<subject>`.
+    pub fn describe(&self) -> String {
+        match self {
+            UserRef::Id(id) => id.to_string(),
+            UserRef::ExternalSubject(subject) => format!("external_subject/{subject}"),
+        }
+    }
 }
 
 /// Reads stored users with their active method counts (one query for all of them).
@@ -51,12 +75,34 @@ fn from_model(m: users::Model, active_method_count: u32) -> User {
         display_name: m.display_name,
         email: m.email,
         external_subject: m.external_subject,
-        is_admin: m.is_admin,
+        admin: m.is_admin,
         mfa_registration_required: m.mfa_registration_required,
         mfa_reset_at: m.mfa_reset_at,
         active_method_count,
         created_at: m.created_at,
         updated_at: m.updated_at,
+    }
+}
+
+/// The store's form of the filters.
+pub(crate) fn store_filter(query: &UserQuery) -> store::users::UserFilter {
+    store::users::UserFilter {
+        prefix: query.prefix.as_ref().map(|p| p.to_lowercase()),
+        mfa_states: query
+            .mfa_states
+            .iter()
+            .map(|state| match state {
+                MfaState::Registered => MfaStateFilter::Registered,
+                MfaState::NotRegistered => MfaStateFilter::NotRegistered,
+                MfaState::RegistrationRequired => MfaStateFilter::RegistrationRequired,
+            })
+            .collect(),
+        method_kinds: query
+            .method_kinds
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect(),
+        external_subjects: query.external_subjects.clone(),
     }
 }
 
@@ -67,20 +113,8 @@ pub async fn list(
     query: &UserQuery,
     page: PageRequest<Uuid>,
 ) -> DomainResult<Page<User, Uuid>> {
-    let filter = store::users::UserFilter {
-        prefix: query.prefix.as_ref().map(|p| p.to_lowercase()),
-        mfa_state: query.mfa_state.map(|state| match state {
-            MfaState::Registered => MfaStateFilter::Registered,
-            MfaState::NotRegistered => MfaStateFilter::NotRegistered,
-            MfaState::RegistrationRequired => MfaStateFilter::RegistrationRequired,
-        }),
-        method_kinds: query
-            .method_kinds
-            .iter()
-            .map(|k| k.as_str().to_string())
-            .collect(),
-    };
     let ids = selection.ids();
+    let filter = store_filter(query);
     let rows = store::users::list(db, &ids, &filter, page.after, page.size + 1).await?;
     let page = Page::from_rows(rows, page.size, |row| row.id);
     let users = with_counts(db, &ids, page.items).await?;
@@ -90,17 +124,78 @@ pub async fn list(
     })
 }
 
-/// One user of the selection; NOT_FOUND if it is outside it, wherever else it exists.
+/// The stored row of one user of the selection, named by id or external subject.
+/// NOT_FOUND if it is outside the selection, wherever else it exists; a subject naming users
+/// in several selected customers is FAILED_PRECONDITION (EXTERNAL_SUBJECT_AMBIGUOUS).
+async fn find(
+    db: &impl ConnectionTrait,
+    customer_ids: &[Uuid],
+    user: &UserRef,
+) -> DomainResult<users::Model> {
+    let mut found = match user {
+        UserRef::Id(id) => store::users::find_in(db, customer_ids, id.uuid())
+            .await?
+            .into_iter()
+            .collect(),
+        UserRef::ExternalSubject(subject) => {
+            store::users::by_external_subjects(db, customer_ids, std::slice::from_ref(subject))
+                .await?
+        }
+    };
+    match found.len() {
+        0 => Err(DomainError::not_found(RESOURCE, user.describe())),
+        1 => Ok(found.remove(0)),
+        _ => Err(ambiguous(user, &found)),
+    }
+}
+
+/// EXTERNAL_SUBJECT_AMBIGUOUS naming the selected customers where `user`'s subject is used.
+pub(crate) fn ambiguous(user: &UserRef, found: &[users::Model]) -> DomainError {
+    let mut customers: Vec<CustomerId> = found.iter().map(|u| u.customer_id.into()).collect();
+    customers.sort();
+    customers.dedup();
+    let violations = customers
+        .iter()
+        .map(|c| {
+            Violation::new(
+                "EXTERNAL_SUBJECT_AMBIGUOUS",
+                format!("customers/{c}"),
+                "a user of this customer has the external subject",
+            )
+        })
+        .collect();
+    DomainError::FailedPrecondition {
+        reason: Reason::ExternalSubjectAmbiguous,
+        message: format!(
+            "{} names users in {} of the selected customers; select one, or name the user by id",
+            user.describe(),
+            customers.len()
+        ),
+        details: Details {
+            violations,
+            metadata: Vec::new(),
+        }
+        .with("customer_ids", list_ids(&customers))
+        .with("customer_count", customers.len()),
+    }
+}
+
+/// One user of the selection, by id or external subject (see [`find`] for the errors).
 pub async fn get(
     db: &impl ConnectionTrait,
     selection: &Selection,
-    id: UserId,
+    user: &UserRef,
 ) -> DomainResult<User> {
     let ids = selection.ids();
-    let model = store::users::find_in(db, &ids, id.uuid())
-        .await?
-        .ok_or_else(|| DomainError::not_found(RESOURCE, id))?;
-    Ok(with_counts(db, &ids, vec![model]).await?.remove(0))
+    let model = find(db, &ids, user).await?;
+    one(with_counts(db, &ids, vec![model]).await?)
+}
+
+/// The only element of a one-element list, without a panic if it is not.
+fn one(mut users: Vec<User>) -> DomainResult<User> {
+    users
+        .pop()
+        .ok_or_else(|| DomainError::Internal(anyhow::anyhow!("a counted user went missing")))
 }
 
 /// A new user; values already validated at the edge.
@@ -115,36 +210,42 @@ pub struct NewUser {
     /// Sign-in subject.
     pub external_subject: Option<String>,
     /// Administers the customer.
-    pub is_admin: bool,
+    pub admin: bool,
 }
 
 /// Creates a user (PROVISIONER), with its audit event.
-pub async fn create(db: &DatabaseConnection, caller: &Caller, new: NewUser) -> DomainResult<User> {
-    let txn = store::begin_write(db).await?;
-    Selection::resolve(&txn, &caller.subject, &[new.customer_id], Action::Provision).await?;
-    let now = super::now();
-    let model = users::Model {
-        id: Uuid::now_v7(),
-        customer_id: new.customer_id.uuid(),
-        external_subject: new.external_subject,
-        display_name_folded: new.display_name.to_lowercase(),
-        display_name: new.display_name,
-        email: new.email,
-        is_admin: new.is_admin,
-        mfa_registration_required: false,
-        mfa_reset_at: None,
-        created_at: now,
-        updated_at: now,
-    };
-    let model = store::users::insert(&txn, model)
-        .await
-        .map_err(duplicate_user)?;
-    let event = AuditEvent::new(caller, new.customer_id, AuditAction::UserCreated, now)
-        .user(model.id.into())
-        .detail("is_admin", model.is_admin);
-    audit::record(&txn, vec![event]).await?;
-    txn.commit().await?;
-    Ok(from_model(model, 0))
+pub async fn create(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    idempotency: Idempotency<'_, User>,
+    new: NewUser,
+) -> DomainResult<Answer<User>> {
+    idempotency::write(db, caller, idempotency, async |txn| {
+        Selection::resolve(txn, &caller.subject, &[new.customer_id], Action::Provision).await?;
+        let now = super::now();
+        let model = users::Model {
+            id: Uuid::now_v7(),
+            customer_id: new.customer_id.uuid(),
+            external_subject: new.external_subject,
+            display_name_folded: new.display_name.to_lowercase(),
+            display_name: new.display_name,
+            email: new.email,
+            is_admin: new.admin,
+            mfa_registration_required: false,
+            mfa_reset_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let model = store::users::insert(txn, model)
+            .await
+            .map_err(duplicate_user)?;
+        let user = from_model(model, 0);
+        let details = AuditDetails::UserCreated { admin: user.admin };
+        let event = AuditEvent::new(caller, new.customer_id, details, now).user((&user).into());
+        audit::record(txn, vec![event]).await?;
+        Ok(user)
+    })
+    .await
 }
 
 /// Changes to a user; `None` leaves a field as it is.
@@ -157,65 +258,110 @@ pub struct UserUpdate {
     /// New sign-in subject (`Some(None)` clears it).
     pub external_subject: Option<Option<String>>,
     /// New admin flag.
-    pub is_admin: Option<bool>,
+    pub admin: Option<bool>,
 }
 
-/// Updates a user of `customer_id` (PROVISIONER), with an audit event naming the
-/// fields that changed. An update that changes nothing records nothing.
+/// Updates a user of `customer_id` (PROVISIONER), with an audit event naming the fields
+/// that changed. An update that changes nothing records nothing.
 pub async fn update(
     db: &DatabaseConnection,
     caller: &Caller,
+    idempotency: Idempotency<'_, User>,
     customer_id: CustomerId,
     id: UserId,
     update: UserUpdate,
-) -> DomainResult<User> {
-    let txn = store::begin_write(db).await?;
-    let selection =
-        Selection::resolve(&txn, &caller.subject, &[customer_id], Action::Provision).await?;
-    let ids = selection.ids();
-    let mut model = store::users::find_in(&txn, &ids, id.uuid())
-        .await?
-        .ok_or_else(|| DomainError::not_found(RESOURCE, id))?;
-    let mut changed: Vec<&str> = Vec::new();
-    let mut changes = users::ActiveModel::default();
-    if let Some(name) = update.display_name.filter(|n| *n != model.display_name) {
-        changes.display_name_folded = Set(name.to_lowercase());
-        changes.display_name = Set(name);
-        changed.push("display_name");
-    }
-    if let Some(email) = update.email.filter(|e| *e != model.email) {
-        changes.email = Set(email);
-        changed.push("email");
-    }
-    if let Some(subject) = update
-        .external_subject
-        .filter(|s| *s != model.external_subject)
-    {
-        changes.external_subject = Set(subject);
-        changed.push("external_subject");
-    }
-    if let Some(is_admin) = update.is_admin.filter(|a| *a != model.is_admin) {
-        changes.is_admin = Set(is_admin);
-        changed.push("is_admin");
-    }
-    if !changed.is_empty() {
+) -> DomainResult<Answer<User>> {
+    idempotency::write(db, caller, idempotency, async |txn| {
+        let selection =
+            Selection::resolve(txn, &caller.subject, &[customer_id], Action::Provision).await?;
+        let ids = selection.ids();
+        let mut model = find(txn, &ids, &UserRef::Id(id)).await?;
+        let mut changed: Vec<&str> = Vec::new();
+        let mut changes = users::ActiveModel::default();
+        if let Some(name) = update.display_name.filter(|n| *n != model.display_name) {
+            changes.display_name_folded = Set(name.to_lowercase());
+            changes.display_name = Set(name);
+            changed.push("display_name");
+        }
+        if let Some(email) = update.email.filter(|e| *e != model.email) {
+            changes.email = Set(email);
+            changed.push("email");
+        }
+        if let Some(subject) = update
+            .external_subject
+            .filter(|s| *s != model.external_subject)
+        {
+            changes.external_subject = Set(subject);
+            changed.push("external_subject");
+        }
+        if let Some(admin) = update.admin.filter(|a| *a != model.is_admin) {
+            changes.is_admin = Set(admin);
+            changed.push("admin");
+        }
         let now = super::now();
-        changes.updated_at = Set(now);
-        store::users::update(&txn, customer_id.uuid(), id.uuid(), changes)
-            .await
-            .map_err(duplicate_user)?;
-        model = store::users::find_in(&txn, &ids, id.uuid())
-            .await?
-            .ok_or_else(|| DomainError::not_found(RESOURCE, id))?;
-        let event = AuditEvent::new(caller, customer_id, AuditAction::UserUpdated, now)
-            .user(id)
-            .detail("changed_fields", changed.clone())
-            .detail("is_admin", model.is_admin);
-        audit::record(&txn, vec![event]).await?;
-    }
-    let user = with_counts(&txn, &ids, vec![model]).await?.remove(0);
-    txn.commit().await?;
-    Ok(user)
+        if !changed.is_empty() {
+            changes.updated_at = Set(now);
+            store::users::update(txn, customer_id.uuid(), id.uuid(), changes)
+                .await
+                .map_err(duplicate_user)?;
+            model = find(txn, &ids, &UserRef::Id(id)).await?;
+        }
+        let user = one(with_counts(txn, &ids, vec![model]).await?)?;
+        if !changed.is_empty() {
+            let details = AuditDetails::UserUpdated {
+                changed_fields: changed.iter().map(|f| f.to_string()).collect(),
+                admin: user.admin,
+            };
+            let event = AuditEvent::new(caller, customer_id, details, now).user((&user).into());
+            audit::record(txn, vec![event]).await?;
+        }
+        Ok(user)
+    })
+    .await
+}
+
+/// What a delete removed.
+#[derive(Clone, Debug)]
+pub struct DeletedUser {
+    /// The user as they were just before.
+    pub user: User,
+    /// Methods deleted with them.
+    pub methods_deleted: u32,
+}
+
+/// Deletes a user of `customer_id` and their methods (PROVISIONER, for directory sync), with
+/// a USER_DELETED audit event, in one transaction. A reset that names the user keeps its
+/// item, and goes stale: its confirm finds the user gone.
+pub async fn delete(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    idempotency: Idempotency<'_, DeletedUser>,
+    customer_id: CustomerId,
+    id: UserId,
+    reason: &str,
+) -> DomainResult<Answer<DeletedUser>> {
+    idempotency::write(db, caller, idempotency, async |txn| {
+        let selection =
+            Selection::resolve(txn, &caller.subject, &[customer_id], Action::Provision).await?;
+        let ids = selection.ids();
+        let model = find(txn, &ids, &UserRef::Id(id)).await?;
+        let user = one(with_counts(txn, &ids, vec![model]).await?)?;
+        let methods_deleted = store::users::delete(txn, customer_id.uuid(), id.uuid()).await?;
+        let now = super::now();
+        let details = AuditDetails::UserDeleted {
+            admin: user.admin,
+            methods_deleted,
+        };
+        let event = AuditEvent::new(caller, customer_id, details, now)
+            .user(UserAfter::from(&user))
+            .reason(reason);
+        audit::record(txn, vec![event]).await?;
+        Ok(DeletedUser {
+            user,
+            methods_deleted,
+        })
+    })
+    .await
 }
 
 /// A unique violation on users is a taken e-mail or external subject: ALREADY_EXISTS

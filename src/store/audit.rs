@@ -2,7 +2,8 @@
 //! the change they record.
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use uuid::Uuid;
 
@@ -15,8 +16,8 @@ pub struct AuditFilter {
     pub user_id: Option<Uuid>,
     /// Only events by this actor.
     pub actor: Option<String>,
-    /// Only events of this action (stored name).
-    pub action: Option<String>,
+    /// Only events of these actions (stored names); empty means every action.
+    pub actions: Vec<String>,
     /// Only events at or after this instant.
     pub occurred_from: Option<chrono::DateTime<chrono::Utc>>,
     /// Only events before this instant.
@@ -44,7 +45,8 @@ pub async fn insert_many(db: &impl ConnectionTrait, events: Vec<Model>) -> Resul
     Ok(())
 }
 
-/// One page of events of `customer_ids`, newest first (ids before `before`).
+/// One page of events of `customer_ids`, and of every customer (`customer_id` NULL: roles on
+/// `*`), newest first (ids before `before`).
 ///
 /// Time bounds are applied exactly on `occurred_at`, and also as a coarser id range
 /// (ids are v7 UUIDs whose leading bits are the creation time) that the
@@ -56,15 +58,19 @@ pub async fn list(
     before: Option<Uuid>,
     limit: u64,
 ) -> Result<Vec<Model>, DbErr> {
-    let mut query = Entity::find().filter(Column::CustomerId.is_in(customer_ids.iter().copied()));
+    let mut query = Entity::find().filter(
+        Condition::any()
+            .add(Column::CustomerId.is_in(customer_ids.iter().copied()))
+            .add(Column::CustomerId.is_null()),
+    );
     if let Some(user_id) = filter.user_id {
         query = query.filter(Column::UserId.eq(user_id));
     }
     if let Some(actor) = &filter.actor {
         query = query.filter(Column::Actor.eq(actor.as_str()));
     }
-    if let Some(action) = &filter.action {
-        query = query.filter(Column::Action.eq(action.as_str()));
+    if !filter.actions.is_empty() {
+        query = query.filter(Column::Action.is_in(filter.actions.iter().map(String::as_str)));
     }
     if let Some(from) = filter.occurred_from {
         query = query.filter(Column::OccurredAt.gte(from));

@@ -3,7 +3,7 @@
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    sea_query::Expr,
+    QuerySelect, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -30,6 +30,23 @@ pub async fn of_users(
         .order_by_asc(Column::Id)
         .all(db)
         .await
+}
+
+/// One page of one user's methods, ordered by id (keyset: ids after `after`).
+pub async fn of_user(
+    db: &impl ConnectionTrait,
+    customer_id: Uuid,
+    user_id: Uuid,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Model>, DbErr> {
+    let mut query = Entity::find()
+        .filter(Column::CustomerId.eq(customer_id))
+        .filter(Column::UserId.eq(user_id));
+    if let Some(after) = after {
+        query = query.filter(Column::Id.gt(after));
+    }
+    query.order_by_asc(Column::Id).limit(limit).all(db).await
 }
 
 /// How many methods one user has, active or not.

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod customers;
 pub mod entities;
+pub mod idempotency;
 pub mod methods;
 pub mod migration;
 pub mod resets;

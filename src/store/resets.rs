@@ -4,8 +4,9 @@
 //! 32,766): the number of statements grows with the chunks, never per user.
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait, Query},
 };
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ use super::entities::{
     users,
 };
 
-/// Ids per statement. Items have 8 columns: 2,000 rows are 16,000 parameters.
+/// Ids per statement. Items have 9 columns: 2,000 rows are 18,000 parameters.
 pub const CHUNK: usize = 2_000;
 
 /// Stores a new reset with its customers and items (one multi-row insert per chunk).
@@ -65,44 +66,207 @@ pub async fn find(
     query.one(db).await
 }
 
-/// Items of a reset after `after_position`, in order, at most `limit`.
+/// Filters of [`items`]; they combine with AND.
+#[derive(Clone, Debug, Default)]
+pub struct ItemFilter {
+    /// Only items of these customers (empty: all).
+    pub customer_ids: Vec<Uuid>,
+    /// Only skipped (`Some(true)`) or reset (`Some(false)`) items.
+    pub skipped: Option<bool>,
+    /// Only items skipped for one of these reasons (stored names; empty: any).
+    pub skip_reasons: Vec<String>,
+}
+
+/// Items of a reset matching `filter` after `after_position`, in order, at most `limit`.
 pub async fn items(
     db: &impl ConnectionTrait,
     reset_id: Uuid,
+    filter: Option<&ItemFilter>,
     after_position: Option<i32>,
     limit: Option<u64>,
 ) -> Result<Vec<mfa_reset_items::Model>, DbErr> {
-    let mut query =
-        mfa_reset_items::Entity::find().filter(mfa_reset_items::Column::ResetId.eq(reset_id));
+    use mfa_reset_items::Column as C;
+    let mut query = mfa_reset_items::Entity::find().filter(C::ResetId.eq(reset_id));
+    if let Some(filter) = filter {
+        if !filter.customer_ids.is_empty() {
+            query = query.filter(C::CustomerId.is_in(filter.customer_ids.iter().copied()));
+        }
+        match filter.skipped {
+            Some(true) => query = query.filter(C::SkipReason.is_not_null()),
+            Some(false) => query = query.filter(C::SkipReason.is_null()),
+            None => {}
+        }
+        if !filter.skip_reasons.is_empty() {
+            query = query.filter(C::SkipReason.is_in(filter.skip_reasons.iter().cloned()));
+        }
+    }
     if let Some(after) = after_position {
-        query = query.filter(mfa_reset_items::Column::Position.gt(after));
+        query = query.filter(C::Position.gt(after));
     }
     if let Some(limit) = limit {
         query = query.limit(limit);
     }
-    query
-        .order_by_asc(mfa_reset_items::Column::Position)
-        .all(db)
-        .await
+    query.order_by_asc(C::Position).all(db).await
 }
 
-/// Moves a PENDING reset to `state`, setting the matching timestamp column; returns
-/// whether it was still PENDING (and so changed).
-pub async fn finish_pending(
+/// Moves a reset from one of the states `from` to `to`, setting the given columns (who and
+/// when); returns whether it was in one of `from` (and so changed).
+pub async fn transition<const N: usize>(
     db: &impl ConnectionTrait,
     id: Uuid,
-    state: &str,
-    at_column: mfa_resets::Column,
-    now: chrono::DateTime<chrono::Utc>,
+    from: &[&str],
+    to: &str,
+    set: [(mfa_resets::Column, sea_orm::Value); N],
 ) -> Result<bool, DbErr> {
-    let result = mfa_resets::Entity::update_many()
-        .col_expr(mfa_resets::Column::State, Expr::value(state))
-        .col_expr(at_column, Expr::value(now))
+    let mut update =
+        mfa_resets::Entity::update_many().col_expr(mfa_resets::Column::State, Expr::value(to));
+    for (column, value) in set {
+        update = update.col_expr(column, Expr::value(value));
+    }
+    let result = update
         .filter(mfa_resets::Column::Id.eq(id))
-        .filter(mfa_resets::Column::State.eq("PENDING"))
+        .filter(mfa_resets::Column::State.is_in(from.iter().copied()))
         .exec(db)
         .await?;
     Ok(result.rows_affected == 1)
+}
+
+/// Who may approve, for [`ListFilter::approvable_by`].
+#[derive(Clone, Debug)]
+pub struct Approver {
+    /// The approver's subject: not the requester, and not one of the reset's users.
+    pub subject: String,
+    /// Selected customers where the approver may reset users.
+    pub may_reset: Vec<Uuid>,
+    /// Selected customers where the approver may reset admins.
+    pub may_reset_admins: Vec<Uuid>,
+    /// The stored name of the awaiting state.
+    pub awaiting: &'static str,
+}
+
+/// Filters of [`list`]; they combine with AND. The state lists combine with OR.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// The selection: a reset is listed only when all its customers are among these.
+    pub customer_ids: Vec<Uuid>,
+    /// Only resets requested by this subject.
+    pub requested_by: Option<String>,
+    /// Stored states that may still expire, wanted while not expired.
+    pub open_states: Vec<&'static str>,
+    /// Stored final states, wanted as they are.
+    pub final_states: Vec<&'static str>,
+    /// Open resets whose expiry has passed.
+    pub expired: bool,
+    /// Only resets awaiting approval that this approver may approve.
+    pub approvable_by: Option<Approver>,
+}
+
+/// The stored states in which a reset may still be applied (and so may expire).
+const OPEN_STATES: [&str; 2] = ["PENDING", "AWAITING_APPROVAL"];
+
+/// `EXISTS (a customer of this reset outside `customer_ids`)`.
+fn has_customer_outside(customer_ids: &[Uuid]) -> Expr {
+    use mfa_reset_customers::{Column, Entity};
+    Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(Entity)
+            .and_where(
+                Expr::col((Entity, Column::ResetId))
+                    .equals((mfa_resets::Entity, mfa_resets::Column::Id)),
+            )
+            .and_where(
+                Expr::col((Entity, Column::CustomerId)).is_not_in(customer_ids.iter().copied()),
+            )
+            .to_owned(),
+    )
+}
+
+/// `EXISTS (an item of this reset that is not skipped and matches `condition`)`.
+fn resets_a_user_where(condition: Condition) -> Expr {
+    use mfa_reset_items::{Column, Entity};
+    Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(Entity)
+            .and_where(
+                Expr::col((Entity, Column::ResetId))
+                    .equals((mfa_resets::Entity, mfa_resets::Column::Id)),
+            )
+            .and_where(Expr::col((Entity, Column::SkipReason)).is_null())
+            .cond_where(condition)
+            .to_owned(),
+    )
+}
+
+/// One page of the resets that `filter` lists, newest first (ids before `before`). `now`
+/// tells open resets from expired ones.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    filter: &ListFilter,
+    now: chrono::DateTime<chrono::Utc>,
+    before: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<mfa_resets::Model>, DbErr> {
+    use mfa_resets::Column as C;
+    let in_selection = Query::select()
+        .column(mfa_reset_customers::Column::ResetId)
+        .from(mfa_reset_customers::Entity)
+        .and_where(
+            mfa_reset_customers::Column::CustomerId.is_in(filter.customer_ids.iter().copied()),
+        )
+        .to_owned();
+    let mut query = mfa_resets::Entity::find()
+        .filter(C::Id.in_subquery(in_selection))
+        .filter(has_customer_outside(&filter.customer_ids).not());
+    let mut states = Condition::any();
+    if !filter.open_states.is_empty() {
+        states = states.add(
+            Condition::all()
+                .add(C::State.is_in(filter.open_states.iter().copied()))
+                .add(C::ExpiresAt.gt(now)),
+        );
+    }
+    if !filter.final_states.is_empty() {
+        states = states.add(C::State.is_in(filter.final_states.iter().copied()));
+    }
+    if filter.expired {
+        states = states.add(
+            Condition::all()
+                .add(C::State.is_in(OPEN_STATES))
+                .add(C::ExpiresAt.lte(now)),
+        );
+    }
+    if !states.is_empty() {
+        query = query.filter(states);
+    }
+    if let Some(requested_by) = &filter.requested_by {
+        query = query.filter(C::RequestedBy.eq(requested_by.as_str()));
+    }
+    if let Some(approver) = &filter.approvable_by {
+        use mfa_reset_items::Column as Item;
+        let admin_elsewhere = Condition::all()
+            .add(Expr::col((mfa_reset_items::Entity, Item::IsAdmin)).eq(true))
+            .add(
+                Expr::col((mfa_reset_items::Entity, Item::CustomerId))
+                    .is_not_in(approver.may_reset_admins.iter().copied()),
+            );
+        let approver_is_reset = Condition::all().add(
+            Expr::col((mfa_reset_items::Entity, Item::ExternalSubject))
+                .eq(approver.subject.as_str()),
+        );
+        query = query
+            .filter(C::State.eq(approver.awaiting))
+            .filter(C::ExpiresAt.gt(now))
+            .filter(C::RequestedBy.ne(approver.subject.as_str()))
+            .filter(has_customer_outside(&approver.may_reset).not())
+            .filter(resets_a_user_where(admin_elsewhere).not())
+            .filter(resets_a_user_where(approver_is_reset).not());
+    }
+    if let Some(before) = before {
+        query = query.filter(C::Id.lt(before));
+    }
+    query.order_by_desc(C::Id).limit(limit).all(db).await
 }
 
 /// Whether to lock the rows read until the transaction ends. On PostgreSQL (read
@@ -281,7 +445,7 @@ pub async fn mark_users_reset(
 }
 
 /// Deletes the resets made before `cutoff` that can no longer change (confirmed,
-/// cancelled, or expired by `now`), with their customers and items (the foreign keys
+/// cancelled, rejected, or expired by `now`), with their customers and items (the foreign keys
 /// cascade); returns how many resets went. Audit events keep the record of what a
 /// confirmed reset did.
 pub async fn purge_finished(
@@ -289,9 +453,8 @@ pub async fn purge_finished(
     cutoff: chrono::DateTime<chrono::Utc>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<u64, DbErr> {
-    use sea_orm::Condition;
     let finished = Condition::any()
-        .add(mfa_resets::Column::State.ne("PENDING"))
+        .add(mfa_resets::Column::State.is_not_in(["PENDING", "AWAITING_APPROVAL"]))
         .add(mfa_resets::Column::ExpiresAt.lt(now));
     Ok(mfa_resets::Entity::delete_many()
         .filter(mfa_resets::Column::CreatedAt.lt(cutoff))

@@ -212,6 +212,7 @@ async fn exercise_schema(db: &DatabaseConnection) {
         enabled_method_kinds: Set("PHONE,EMAIL,HARDWARE_OATH".to_owned()),
         created_at: Set(now),
         updated_at: Set(now),
+        approval_threshold: Set(0),
     }
     .insert(db)
     .await
@@ -223,6 +224,7 @@ async fn exercise_schema(db: &DatabaseConnection) {
         enabled_method_kinds: Set("PHONE".to_owned()),
         created_at: Set(now),
         updated_at: Set(now),
+        approval_threshold: Set(0),
     }
     .insert(db)
     .await

@@ -25,15 +25,33 @@ pub enum MfaStateFilter {
     RegistrationRequired,
 }
 
-/// Filters of a user list. All are optional and combine with AND.
+/// Filters of a user list. All are optional and combine with AND; the values of one
+/// filter combine with OR.
 #[derive(Clone, Debug, Default)]
 pub struct UserFilter {
     /// Lower-cased prefix of the folded display name or of the e-mail.
     pub prefix: Option<String>,
-    /// MFA state.
-    pub mfa_state: Option<MfaStateFilter>,
+    /// MFA states (empty: every state).
+    pub mfa_states: Vec<MfaStateFilter>,
     /// Only users with an active method of one of these kinds (stored names).
     pub method_kinds: Vec<String>,
+    /// Only users with one of these external subjects.
+    pub external_subjects: Vec<String>,
+}
+
+/// The condition of one MFA state.
+fn mfa_state_condition(state: MfaStateFilter) -> Condition {
+    match state {
+        MfaStateFilter::RegistrationRequired => {
+            Condition::all().add(Column::MfaRegistrationRequired.eq(true))
+        }
+        MfaStateFilter::Registered => Condition::all()
+            .add(Column::MfaRegistrationRequired.eq(false))
+            .add(active_method_exists(&[])),
+        MfaStateFilter::NotRegistered => Condition::all()
+            .add(Column::MfaRegistrationRequired.eq(false))
+            .add(active_method_exists(&[]).not()),
+    }
 }
 
 /// `EXISTS (an active method of this user [of these kinds])`, correlated on the
@@ -90,21 +108,15 @@ pub async fn list(
                 .add(Expr::col((Entity, Column::Email)).like(like_prefix(prefix))),
         );
     }
-    match filter.mfa_state {
-        None => {}
-        Some(MfaStateFilter::RegistrationRequired) => {
-            query = query.filter(Column::MfaRegistrationRequired.eq(true));
-        }
-        Some(MfaStateFilter::Registered) => {
-            query = query
-                .filter(Column::MfaRegistrationRequired.eq(false))
-                .filter(active_method_exists(&[]));
-        }
-        Some(MfaStateFilter::NotRegistered) => {
-            query = query
-                .filter(Column::MfaRegistrationRequired.eq(false))
-                .filter(active_method_exists(&[]).not());
-        }
+    if !filter.mfa_states.is_empty() {
+        let any = (filter.mfa_states.iter()).fold(Condition::any(), |any, state| {
+            any.add(mfa_state_condition(*state))
+        });
+        query = query.filter(any);
+    }
+    if !filter.external_subjects.is_empty() {
+        query =
+            query.filter(Column::ExternalSubject.is_in(filter.external_subjects.iter().cloned()));
     }
     if !filter.method_kinds.is_empty() {
         query = query.filter(active_method_exists(&filter.method_kinds));
@@ -113,6 +125,44 @@ pub async fn list(
         query = query.filter(Column::Id.gt(after));
     }
     query.order_by_asc(Column::Id).limit(limit).all(db).await
+}
+
+/// The users of `customer_ids` with one of these external subjects (a subject is unique
+/// within a customer, so at most one user per customer and subject); one query per
+/// [`super::resets::CHUNK`] subjects.
+pub async fn by_external_subjects(
+    db: &impl ConnectionTrait,
+    customer_ids: &[Uuid],
+    subjects: &[String],
+) -> Result<Vec<Model>, DbErr> {
+    let mut found = Vec::new();
+    for chunk in subjects.chunks(super::resets::CHUNK) {
+        let users = Entity::find()
+            .filter(Column::CustomerId.is_in(customer_ids.iter().copied()))
+            .filter(Column::ExternalSubject.is_in(chunk.iter().cloned()))
+            .order_by_asc(Column::Id)
+            .all(db)
+            .await?;
+        found.extend(users);
+    }
+    Ok(found)
+}
+
+/// Deletes one user of `customer_id` and their methods (explicitly, so that the count is
+/// known; the foreign key would cascade anyway); returns how many methods went with them.
+pub async fn delete(db: &impl ConnectionTrait, customer_id: Uuid, id: Uuid) -> Result<u32, DbErr> {
+    let methods = methods::Entity::delete_many()
+        .filter(methods::Column::CustomerId.eq(customer_id))
+        .filter(methods::Column::UserId.eq(id))
+        .exec(db)
+        .await?
+        .rows_affected;
+    Entity::delete_many()
+        .filter(Column::CustomerId.eq(customer_id))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(u32::try_from(methods).unwrap_or(u32::MAX))
 }
 
 /// The user with `id` if it belongs to one of `customer_ids`.

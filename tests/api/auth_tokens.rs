@@ -370,7 +370,11 @@ async fn valid_token_is_accepted_as_its_subject(app: &TestApp) {
         let listed = list_customers_with(app, &token)
             .await
             .expect("a valid token is accepted");
-        let names: Vec<&str> = listed.customers.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = listed
+            .customers
+            .iter()
+            .map(|c| c.display_name.as_str())
+            .collect();
         assert_eq!(
             names,
             ["Visible Co"],
@@ -472,8 +476,9 @@ async fn accepts_rs256(app: &TestApp) {
         .customers()
         .create_customer(authed(
             pb::CreateCustomerRequest {
+                request_id: Default::default(),
                 customer: Some(pb::Customer {
-                    name: "Key Co".into(),
+                    display_name: "Key Co".into(),
                     mfa_policy: pb::MfaPolicy::Enforced.into(),
                     enabled_method_kinds: vec![pb::MethodKind::Phone.into()],
                     ..Default::default()
@@ -484,7 +489,7 @@ async fn accepts_rs256(app: &TestApp) {
         .await
         .expect("an RS256 token from the configured key is accepted")
         .into_inner();
-    assert_eq!(created.customer.expect("customer").name, "Key Co");
+    assert_eq!(created.customer.expect("customer").display_name, "Key Co");
     // The same key, but the other checks still apply.
     let token = rs256(&claims_with(json!({ "aud": "someone-else" })));
     let result = list_customers_with(app, &token).await;

@@ -77,7 +77,7 @@ async fn gets_a_customer_only_with_a_role_there(app: &TestApp) {
         .into_inner()
         .customer
         .unwrap();
-    assert_eq!(got.name, "Optional Co");
+    assert_eq!(got.display_name, "Optional Co");
     assert_eq!(got.caller_roles, [i32::from(pb::Role::AuthenticationAdmin)]);
     let hidden = app
         .customers()
@@ -113,7 +113,7 @@ async fn describes_what_a_selection_offers_in_common(app: &TestApp) {
     let names: Vec<&str> = described
         .customers
         .iter()
-        .map(|c| c.name.as_str())
+        .map(|c| c.display_name.as_str())
         .collect();
     assert_eq!(
         names,
@@ -223,6 +223,7 @@ async fn privileged_admin_sets_the_policy_with_an_audit_event(app: &TestApp) {
         .customers()
         .set_mfa_policy(authed(
             pb::SetMfaPolicyRequest {
+                request_id: Default::default(),
                 customer_id: w.enforced.id.clone(),
                 mfa_policy: pb::MfaPolicy::Optional.into(),
                 reason: "pilot ended".into(),
@@ -240,14 +241,17 @@ async fn privileged_admin_sets_the_policy_with_an_audit_event(app: &TestApp) {
     let event = &events[0];
     assert_eq!(event.actor, ADMIN);
     assert_eq!(event.reason, "pilot ended");
-    assert!(!event.request_id.is_empty());
-    let details = event.details.as_ref().unwrap();
-    let text = |key: &str| match details.fields.get(key).and_then(|v| v.kind.clone()) {
-        Some(prost_types::value::Kind::StringValue(s)) => s,
-        other => panic!("{key}: {other:?}"),
-    };
-    assert_eq!(text("previous_policy"), "ENFORCED");
-    assert_eq!(text("mfa_policy"), "OPTIONAL");
+    assert!(!event.correlation_id.is_empty());
+    assert_eq!(
+        event.details,
+        Some(pb::audit_event::Details::MfaPolicySet(
+            pb::MfaPolicySetDetails {
+                previous_mfa_policy: pb::MfaPolicy::Enforced.into(),
+                mfa_policy: pb::MfaPolicy::Optional.into(),
+            }
+        )),
+        "audit details decode as the typed message of their action"
+    );
     let reread = app
         .customers()
         .get_customer(authed(
@@ -272,6 +276,7 @@ async fn only_privileged_admins_set_the_policy(app: &TestApp) {
             .customers()
             .set_mfa_policy(authed(
                 pb::SetMfaPolicyRequest {
+                    request_id: Default::default(),
                     customer_id: customer.id.clone(),
                     mfa_policy: pb::MfaPolicy::Enforced.into(),
                     reason: String::new(),
@@ -285,6 +290,7 @@ async fn only_privileged_admins_set_the_policy(app: &TestApp) {
         .customers()
         .set_mfa_policy(authed(
             pb::SetMfaPolicyRequest {
+                request_id: Default::default(),
                 customer_id: w.other.id.clone(),
                 mfa_policy: pb::MfaPolicy::Optional.into(),
                 reason: String::new(),
@@ -299,7 +305,7 @@ backend_test!(creating_customers_needs_provisioner_everywhere);
 async fn creating_customers_needs_provisioner_everywhere(app: &TestApp) {
     let w = world(app).await;
     let customer = pb::Customer {
-        name: "New Co".into(),
+        display_name: "New Co".into(),
         mfa_policy: pb::MfaPolicy::Optional.into(),
         enabled_method_kinds: vec![pb::MethodKind::Fido2.into()],
         ..Default::default()
@@ -312,6 +318,7 @@ async fn creating_customers_needs_provisioner_everywhere(app: &TestApp) {
             .customers()
             .create_customer(authed(
                 pb::CreateCustomerRequest {
+                    request_id: Default::default(),
                     customer: Some(customer.clone()),
                 },
                 &app.token(subject),
@@ -323,6 +330,7 @@ async fn creating_customers_needs_provisioner_everywhere(app: &TestApp) {
         .customers()
         .create_customer(authed(
             pb::CreateCustomerRequest {
+                request_id: Default::default(),
                 customer: Some(customer.clone()),
             },
             &app.token(PROVISIONER),
@@ -332,7 +340,7 @@ async fn creating_customers_needs_provisioner_everywhere(app: &TestApp) {
         .into_inner()
         .customer
         .unwrap();
-    assert_eq!(created.name, "New Co");
+    assert_eq!(created.display_name, "New Co");
     assert_eq!(
         created.enabled_method_kinds,
         [i32::from(pb::MethodKind::Fido2)]

@@ -94,7 +94,7 @@ async fn demo_admin_holds_a_different_role_in_each_demo_customer(app: &TestApp) 
     let role_of = |name: &str| {
         listed
             .iter()
-            .find(|c| c.name == name)
+            .find(|c| c.display_name == name)
             .map(|c| c.caller_roles.clone())
             .unwrap_or_default()
     };
@@ -135,7 +135,7 @@ async fn demo_admin_holds_a_different_role_in_each_demo_customer(app: &TestApp) 
     assert!(
         users
             .iter()
-            .any(|u| u.is_admin && u.external_subject != demo::DEMO_ADMIN)
+            .any(|u| u.admin && u.external_subject != demo::DEMO_ADMIN)
     );
 }
 
@@ -267,12 +267,11 @@ async fn operators_purge_finished_resets_and_keep_pending_ones() {
     let w = world(&app).await;
     let summarize = |user: &pb::User| {
         let mut users = app.users();
-        let request = pb::SummarizeMfaResetRequest {
+        let request = pb::UsersSummarizeMfaResetRequest {
             customer_ids: vec![w.enforced.id.clone()],
-            user_ids: vec![user.id.clone()],
-            options: None,
+            target: users_by_id(vec![user.id.clone()]),
             reason: "purge test".into(),
-            page_size: 0,
+            ..Default::default()
         };
         let token = app.token(ADMIN);
         async move {
@@ -289,6 +288,8 @@ async fn operators_purge_finished_resets_and_keep_pending_ones() {
     app.users()
         .cancel_mfa_reset(authed(
             pb::CancelMfaResetRequest {
+                reason: Default::default(),
+                request_id: Default::default(),
                 reset_id: cancelled.id.clone(),
             },
             &app.token(ADMIN),

@@ -11,7 +11,7 @@ use tonic_types::StatusExt;
 use uuid::Uuid;
 
 use crate::helpers::{
-    ADMIN, PROVISIONER, TestApp, World, assert_error, authed, violated_fields, world,
+    ADMIN, PROVISIONER, TestApp, World, assert_error, authed, by_id, violated_fields, world,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ async fn get_user(
 ) -> Result<pb::User, Status> {
     let request = pb::GetUserRequest {
         customer_ids,
-        user_id: user_id.into(),
+        user: Some(by_id(user_id)),
     };
     app.users()
         .get_user(authed(request, &app.token(subject)))
@@ -127,7 +127,10 @@ async fn get_customer(app: &TestApp, subject: &str, id: &str) -> Result<pb::Cust
 async fn create_user(app: &TestApp, subject: &str, user: pb::User) -> Result<pb::User, Status> {
     app.users()
         .create_user(authed(
-            pb::CreateUserRequest { user: Some(user) },
+            pb::CreateUserRequest {
+                request_id: Default::default(),
+                user: Some(user),
+            },
             &app.token(subject),
         ))
         .await
@@ -140,6 +143,7 @@ async fn update_user(
     paths: Option<&[&str]>,
 ) -> Result<pb::User, Status> {
     let request = pb::UpdateUserRequest {
+        request_id: Default::default(),
         user: Some(user),
         update_mask: paths.map(|paths| FieldMask {
             paths: paths.iter().map(|p| p.to_string()).collect(),
@@ -168,7 +172,7 @@ async fn register(
     app.methods()
         .register_authentication_method(authed(request, &app.token(PROVISIONER)))
         .await
-        .map(|r| r.into_inner().method.expect("method"))
+        .map(|r| r.into_inner().authentication_method.expect("method"))
 }
 
 /// A principal with READER on `*`.
@@ -187,7 +191,7 @@ async fn list_users_names_every_violated_field_at_once(app: &TestApp) {
     let request = pb::ListUsersRequest {
         customer_ids: vec!["nope".into(), valid.clone(), valid],
         page_size: -1,
-        mfa_state: 99,
+        mfa_states: vec![99],
         ..Default::default()
     };
     let status = expect_invalid(
@@ -195,7 +199,7 @@ async fn list_users_names_every_violated_field_at_once(app: &TestApp) {
         &[
             "customer_ids[0]",
             "customer_ids[2]",
-            "mfa_state",
+            "mfa_states[0]",
             "page_size",
         ],
     );
@@ -226,7 +230,10 @@ async fn create_user_names_every_violated_field_at_once(app: &TestApp) {
     let missing = app
         .users()
         .create_user(authed(
-            pb::CreateUserRequest { user: None },
+            pb::CreateUserRequest {
+                request_id: Default::default(),
+                user: None,
+            },
             &app.token(PROVISIONER),
         ))
         .await;
@@ -240,6 +247,7 @@ backend_test!(
 async fn register_method_names_every_violated_field_at_once(app: &TestApp) {
     let w = world(app).await;
     let request = pb::RegisterAuthenticationMethodRequest {
+        request_id: Default::default(),
         customer_id: w.enforced.id.clone(),
         user_id: w.alice.id.clone(),
         kind: pb::MethodKind::Unspecified.into(),
@@ -249,6 +257,7 @@ async fn register_method_names_every_violated_field_at_once(app: &TestApp) {
     };
     expect_invalid(register(app, request).await, &["kind", "scope", "label"]);
     let request = pb::RegisterAuthenticationMethodRequest {
+        request_id: Default::default(),
         customer_id: String::new(),
         user_id: "alice".into(),
         kind: 77,
@@ -271,20 +280,23 @@ async fn other_requests_name_every_violated_field_too(app: &TestApp) {
     let request = pb::ListUsersWithMethodsRequest {
         customer_ids: vec![random_id()],
         method_kinds: vec![pb::MethodKind::Phone.into(), 0, 99],
-        mfa_state: -3,
+        mfa_states: vec![-3],
         ..Default::default()
     };
     let result = app
         .methods()
         .list_users_with_methods(authed(request, &token))
         .await;
-    expect_invalid(result, &["method_kinds[1]", "method_kinds[2]", "mfa_state"]);
+    expect_invalid(
+        result,
+        &["mfa_states[0]", "method_kinds[1]", "method_kinds[2]"],
+    );
 
     let at = |seconds| Some(Timestamp { seconds, nanos: 0 });
     let request = pb::ListAuditEventsRequest {
         customer_ids: vec![],
         user_id: "someone".into(),
-        action: 99,
+        actions: vec![99],
         start_time: at(2_000_000_000),
         end_time: at(1_000_000_000),
         page_size: -1,
@@ -293,15 +305,22 @@ async fn other_requests_name_every_violated_field_too(app: &TestApp) {
     let result = app.audit().list_audit_events(authed(request, &token)).await;
     expect_invalid(
         result,
-        &["customer_ids", "user_id", "action", "end_time", "page_size"],
+        &[
+            "customer_ids",
+            "user_id",
+            "actions[0]",
+            "end_time",
+            "page_size",
+        ],
     );
 
     let customer = pb::Customer {
-        name: String::new(),
+        display_name: String::new(),
         mfa_policy: 9,
         ..Default::default()
     };
     let request = pb::CreateCustomerRequest {
+        request_id: Default::default(),
         customer: Some(customer),
     };
     let result = app
@@ -311,7 +330,7 @@ async fn other_requests_name_every_violated_field_too(app: &TestApp) {
     expect_invalid(
         result,
         &[
-            "customer.name",
+            "customer.display_name",
             "customer.mfa_policy",
             "customer.enabled_method_kinds",
         ],
@@ -527,6 +546,8 @@ async fn a_user_outside_the_selection_is_not_found_even_where_it_exists(app: &Te
         let status = expect_error(result, Code::NotFound, "NOT_FOUND");
         assert!(!status.message().contains(&w.other.id), "{status:?}");
         let request = pb::ListAuthenticationMethodsRequest {
+            page_size: Default::default(),
+            page_token: Default::default(),
             customer_ids: selection.clone(),
             user_id: w.stranger.id.clone(),
         };
@@ -649,12 +670,13 @@ async fn taken_email_or_subject_is_already_exists_naming_the_field(app: &TestApp
 
     // Customer names are unique across the service.
     let customer = pb::Customer {
-        name: w.enforced.name.clone(),
+        display_name: w.enforced.display_name.clone(),
         mfa_policy: pb::MfaPolicy::Optional.into(),
         enabled_method_kinds: vec![pb::MethodKind::Phone.into()],
         ..Default::default()
     };
     let request = pb::CreateCustomerRequest {
+        request_id: Default::default(),
         customer: Some(customer),
     };
     let result = app
@@ -662,7 +684,7 @@ async fn taken_email_or_subject_is_already_exists_naming_the_field(app: &TestApp
         .create_customer(authed(request, &app.token(PROVISIONER)))
         .await;
     let status = expect_error(result, Code::AlreadyExists, "ALREADY_EXISTS");
-    assert_eq!(violated_fields(&status), ["customer.name"]);
+    assert_eq!(violated_fields(&status), ["customer.display_name"]);
 }
 
 backend_test!(
@@ -702,6 +724,7 @@ backend_test!(
 async fn registering_a_kind_the_customer_has_not_enabled_is_failed_precondition(app: &TestApp) {
     let World { optional, bob, .. } = world(app).await;
     let request = pb::RegisterAuthenticationMethodRequest {
+        request_id: Default::default(),
         customer_id: optional.id.clone(),
         user_id: bob.id.clone(),
         kind: pb::MethodKind::HardwareOath.into(),
@@ -717,7 +740,12 @@ async fn registering_a_kind_the_customer_has_not_enabled_is_failed_precondition(
     let details = status.get_error_details();
     let info = details.error_info().expect("ErrorInfo");
     assert_eq!(
-        info.metadata.get("customer_ids"),
+        info.metadata.get("method_kind").map(String::as_str),
+        Some("HARDWARE_OATH"),
+        "{status:?}"
+    );
+    assert_eq!(
+        info.metadata.get("customer_id"),
         Some(&optional.id),
         "{status:?}"
     );

@@ -344,7 +344,7 @@ impl TestApp {
         kinds: &[pb::MethodKind],
     ) -> pb::Customer {
         let customer = pb::Customer {
-            name: name.into(),
+            display_name: name.into(),
             mfa_policy: policy.into(),
             enabled_method_kinds: kinds.iter().map(|k| (*k).into()).collect(),
             ..Default::default()
@@ -352,6 +352,7 @@ impl TestApp {
         self.customers()
             .create_customer(authed(
                 pb::CreateCustomerRequest {
+                    request_id: Default::default(),
                     customer: Some(customer),
                 },
                 &self.token(PROVISIONER),
@@ -368,7 +369,7 @@ impl TestApp {
         &self,
         customer_id: &str,
         name: &str,
-        is_admin: bool,
+        admin: bool,
         external_subject: &str,
     ) -> pb::User {
         let email = format!("{}@example.com", name.to_lowercase().replace(' ', "."));
@@ -376,13 +377,16 @@ impl TestApp {
             customer_id: customer_id.into(),
             display_name: name.into(),
             email,
-            is_admin,
+            admin,
             external_subject: external_subject.into(),
             ..Default::default()
         };
         self.users()
             .create_user(authed(
-                pb::CreateUserRequest { user: Some(user) },
+                pb::CreateUserRequest {
+                    request_id: Default::default(),
+                    user: Some(user),
+                },
                 &self.token(PROVISIONER),
             ))
             .await
@@ -403,6 +407,7 @@ impl TestApp {
         self.methods()
             .register_authentication_method(authed(
                 pb::RegisterAuthenticationMethodRequest {
+                    request_id: Default::default(),
                     customer_id: user.customer_id.clone(),
                     user_id: user.id.clone(),
                     kind: kind.into(),
@@ -415,7 +420,7 @@ impl TestApp {
             .await
             .expect("register method")
             .into_inner()
-            .method
+            .authentication_method
             .expect("method")
     }
 }
@@ -463,7 +468,7 @@ pub fn assert_error<T: std::fmt::Debug>(
         .error_info()
         .unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"));
     assert_eq!(info.reason, reason, "unexpected reason on {status:?}");
-    assert_eq!(info.domain, "mfareset");
+    assert_eq!(info.domain, "mfa-reset.internal");
     status
 }
 
@@ -580,7 +585,7 @@ pub async fn get_user(app: &TestApp, customer_id: &str, user_id: &str) -> Result
         .get_user(authed(
             pb::GetUserRequest {
                 customer_ids: vec![customer_id.into()],
-                user_id: user_id.into(),
+                user: Some(by_id(user_id)),
             },
             &app.token(ADMIN),
         ))
@@ -600,7 +605,11 @@ pub async fn audit_events(
         .list_audit_events(authed(
             pb::ListAuditEventsRequest {
                 customer_ids: customer_ids.iter().map(|id| id.to_string()).collect(),
-                action: action.into(),
+                actions: if action == pb::AuditAction::Unspecified {
+                    vec![]
+                } else {
+                    vec![action.into()]
+                },
                 user_id: user_id.into(),
                 ..Default::default()
             },
@@ -609,5 +618,28 @@ pub async fn audit_events(
         .await
         .expect("list audit events")
         .into_inner()
-        .events
+        .audit_events
+}
+
+/// `GetUser` names a user by id.
+pub fn by_id(user_id: &str) -> pb::get_user_request::User {
+    pb::get_user_request::User::UserId(user_id.into())
+}
+
+/// A summarize target naming users by id.
+pub fn users_by_id(user_ids: Vec<String>) -> Option<pb::users_summarize_mfa_reset_request::Target> {
+    Some(pb::users_summarize_mfa_reset_request::Target::Users(
+        pb::UserReferences {
+            user_ids,
+            external_subjects: vec![],
+        },
+    ))
+}
+
+/// The user ids a summarize request names (none when it names them otherwise).
+pub fn target_ids(request: &pb::UsersSummarizeMfaResetRequest) -> Vec<String> {
+    match &request.target {
+        Some(pb::users_summarize_mfa_reset_request::Target::Users(users)) => users.user_ids.clone(),
+        _ => vec![],
+    }
 }

@@ -13,6 +13,8 @@ async fn methods_of(
     app.methods()
         .list_authentication_methods(authed(
             pb::ListAuthenticationMethodsRequest {
+                page_size: Default::default(),
+                page_token: Default::default(),
                 customer_ids: vec![customer_id.into()],
                 user_id: user_id.into(),
             },
@@ -21,7 +23,7 @@ async fn methods_of(
         .await
         .unwrap()
         .into_inner()
-        .methods
+        .authentication_methods
 }
 
 async fn delete(
@@ -33,6 +35,7 @@ async fn delete(
     app.methods()
         .delete_authentication_method(authed(
             pb::DeleteAuthenticationMethodRequest {
+                request_id: Default::default(),
                 customer_id: customer_id.into(),
                 method_id: method_id.into(),
                 reason: "lost phone".into(),
@@ -101,7 +104,7 @@ async fn lists_users_with_their_methods_filtered_by_kind(app: &TestApp) {
         .collect();
     assert_eq!(users, ["Root Admin", "Olga Admin"]);
     assert_eq!(
-        page.users[0].methods.len(),
+        page.users[0].authentication_methods.len(),
         2,
         "every method of a matching user is listed"
     );
@@ -252,6 +255,8 @@ async fn nobody_deletes_their_own_method_and_readers_delete_nothing(app: &TestAp
         .methods()
         .list_authentication_methods(authed(
             pb::ListAuthenticationMethodsRequest {
+                page_size: Default::default(),
+                page_token: Default::default(),
                 customer_ids: vec![w.other.id.clone()],
                 user_id: w.stranger.id.clone(),
             },
@@ -260,7 +265,7 @@ async fn nobody_deletes_their_own_method_and_readers_delete_nothing(app: &TestAp
         .await
         .unwrap()
         .into_inner()
-        .methods;
+        .authentication_methods;
     assert_error(
         delete(app, ADMIN, &w.enforced.id, &strangers[0].id).await,
         Code::NotFound,

@@ -56,7 +56,13 @@ async fn create(
     user: pb::User,
 ) -> Result<pb::User, Status> {
     users
-        .create_user(authed(pb::CreateUserRequest { user: Some(user) }, token))
+        .create_user(authed(
+            pb::CreateUserRequest {
+                request_id: Default::default(),
+                user: Some(user),
+            },
+            token,
+        ))
         .await
         .map(|r| r.into_inner().user.expect("user"))
 }
@@ -474,7 +480,7 @@ async fn page_token_only_continues_the_request_that_made_it(app: &TestApp) {
         &["page_token"],
     );
     let other_state = pb::ListUsersRequest {
-        mfa_state: pb::MfaState::NotRegistered.into(),
+        mfa_states: vec![pb::MfaState::NotRegistered.into()],
         ..request.clone()
     };
     assert_invalid(
@@ -720,7 +726,7 @@ async fn audit_pages(
             .await
             .expect("list audit events")
             .into_inner();
-        pages.push(page.events);
+        pages.push(page.audit_events);
         if page.next_page_token.is_empty() {
             return pages;
         }
@@ -778,6 +784,7 @@ async fn register(app: &TestApp, user: &pb::User, kind: pb::MethodKind, label: &
 
 async fn rename(app: &TestApp, subject: &str, user: &pb::User, name: &str) {
     let request = pb::UpdateUserRequest {
+        request_id: Default::default(),
         user: Some(pb::User {
             display_name: name.into(),
             ..user.clone()
@@ -915,7 +922,7 @@ async fn list_audit_events_pages_newest_first_and_filters_by_user_actor_action_a
     let by_action = audit_events(
         app,
         pb::ListAuditEventsRequest {
-            action: A::MethodRegistered.into(),
+            actions: vec![A::MethodRegistered.into()],
             ..audit_request(&customer.id)
         },
     )
@@ -932,7 +939,7 @@ async fn list_audit_events_pages_newest_first_and_filters_by_user_actor_action_a
         app,
         pb::ListAuditEventsRequest {
             user_id: u2.id.clone(),
-            action: A::UserCreated.into(),
+            actions: vec![A::UserCreated.into()],
             ..audit_request(&customer.id)
         },
     )
@@ -944,7 +951,7 @@ async fn list_audit_events_pages_newest_first_and_filters_by_user_actor_action_a
         events
             .iter()
             .find(|e| e.action() == A::UserCreated && e.user_id == user.id)
-            .and_then(|e| e.occurred_at)
+            .and_then(|e| e.occur_time)
             .expect("creation event")
     };
     let (batch2_start, batch3_start) = (start_of(&u3), start_of(&u4));
@@ -1009,14 +1016,14 @@ async fn audit_time_window_is_exact_below_a_millisecond(app: &TestApp) {
             ..audit_request(&customer.id)
         };
         let created = audit_events(app, request).await.remove(0);
-        let at = created.occurred_at.expect("occurred_at");
+        let at = created.occur_time.expect("occur_time");
         if at.nanos / 1000 % 1000 != 999 {
             event = Some(created);
             break;
         }
     }
     let event = event.expect("an event not at the end of its millisecond");
-    let at = event.occurred_at.expect("occurred_at");
+    let at = event.occur_time.expect("occur_time");
     let just_after = later(&at, 1);
     let about = |start_time, end_time| pb::ListAuditEventsRequest {
         user_id: event.user_id.clone(),
@@ -1096,6 +1103,7 @@ async fn list_users_with_methods_pages_and_filters_by_kind_and_mfa_state(app: &T
         )
         .await;
     let request = pb::DeleteAuthenticationMethodRequest {
+        request_id: Default::default(),
         customer_id: customer.id.clone(),
         method_id: token.id,
         reason: "lost".into(),
@@ -1129,7 +1137,7 @@ async fn list_users_with_methods_pages_and_filters_by_kind_and_mfa_state(app: &T
             .find(|u| u.user.as_ref().is_some_and(|x| x.id == user.id));
         let mut kinds: Vec<K> = entry
             .expect("listed")
-            .methods
+            .authentication_methods
             .iter()
             .map(|m| m.kind())
             .collect();
@@ -1144,7 +1152,7 @@ async fn list_users_with_methods_pages_and_filters_by_kind_and_mfa_state(app: &T
         let user = entry.user.as_ref().expect("user");
         assert!(
             entry
-                .methods
+                .authentication_methods
                 .iter()
                 .all(|m| m.user_id == user.id && m.customer_id == customer.id)
         );
@@ -1181,7 +1189,7 @@ async fn list_users_with_methods_pages_and_filters_by_kind_and_mfa_state(app: &T
     assert!(names(methods_pages(app, by_kinds(&[K::HardwareOath], 0)).await).is_empty());
 
     let by_state = |state: pb::MfaState, page_size| pb::ListUsersWithMethodsRequest {
-        mfa_state: state.into(),
+        mfa_states: vec![state.into()],
         ..all(page_size)
     };
     let registered = methods_pages(app, by_state(pb::MfaState::Registered, 2)).await;

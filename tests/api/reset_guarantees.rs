@@ -44,13 +44,13 @@ fn summarize_request(
     customer_ids: &[String],
     user_ids: &[String],
     page_size: i32,
-) -> pb::SummarizeMfaResetRequest {
-    pb::SummarizeMfaResetRequest {
+) -> pb::UsersSummarizeMfaResetRequest {
+    pb::UsersSummarizeMfaResetRequest {
         customer_ids: customer_ids.to_vec(),
-        user_ids: user_ids.to_vec(),
-        options: None,
+        target: users_by_id(user_ids.to_vec()),
         reason: REASON.into(),
         page_size,
+        ..Default::default()
     }
 }
 
@@ -58,8 +58,8 @@ fn summarize_request(
 async fn summarize(
     channel: &Channel,
     token: &str,
-    request: pb::SummarizeMfaResetRequest,
-) -> Result<pb::SummarizeMfaResetResponse, Status> {
+    request: pb::UsersSummarizeMfaResetRequest,
+) -> Result<pb::UsersSummarizeMfaResetResponse, Status> {
     UsersClient::new(channel.clone())
         .summarize_mfa_reset(authed(request, token))
         .await
@@ -70,21 +70,29 @@ async fn summarize(
 async fn summarize_via_methods(
     channel: &Channel,
     token: &str,
-    request: pb::SummarizeMfaResetRequest,
-) -> Result<pb::SummarizeMfaResetResponse, Status> {
+    request: pb::UsersSummarizeMfaResetRequest,
+) -> Result<pb::UsersSummarizeMfaResetResponse, Status> {
     let request = pb::AuthenticationMethodsSummarizeMfaResetRequest {
+        target: Some(
+            pb::authentication_methods_summarize_mfa_reset_request::Target::Users(
+                pb::UserReferences {
+                    user_ids: target_ids(&request),
+                    external_subjects: vec![],
+                },
+            ),
+        ),
         customer_ids: request.customer_ids,
-        user_ids: request.user_ids,
         options: request.options,
         reason: request.reason,
         page_size: request.page_size,
+        request_id: request.request_id,
     };
     AuthenticationMethodsClient::new(channel.clone())
         .summarize_mfa_reset(authed(request, token))
         .await
         .map(|r| {
             let r = r.into_inner();
-            pb::SummarizeMfaResetResponse {
+            pb::UsersSummarizeMfaResetResponse {
                 mfa_reset: r.mfa_reset,
                 items: r.items,
                 next_page_token: r.next_page_token,
@@ -101,9 +109,10 @@ async fn confirm(
 ) -> Result<pb::MfaReset, Status> {
     UsersClient::new(channel.clone())
         .confirm_mfa_reset(authed(
-            pb::ConfirmMfaResetRequest {
+            pb::UsersConfirmMfaResetRequest {
                 reset_id: reset_id.into(),
                 etag: etag.into(),
+                request_id: String::new(),
             },
             token,
         ))
@@ -121,6 +130,7 @@ async fn confirm_via_methods(
     AuthenticationMethodsClient::new(channel.clone())
         .confirm_mfa_reset(authed(
             pb::AuthenticationMethodsConfirmMfaResetRequest {
+                request_id: Default::default(),
                 reset_id: reset_id.into(),
                 etag: etag.into(),
             },
@@ -157,6 +167,9 @@ async fn list_items(
     UsersClient::new(channel.clone())
         .list_mfa_reset_items(authed(
             pb::ListMfaResetItemsRequest {
+                customer_ids: Default::default(),
+                outcome: Default::default(),
+                skip_reasons: Default::default(),
                 reset_id: reset_id.into(),
                 page_size,
                 page_token: page_token.into(),
@@ -182,7 +195,11 @@ async fn audit_events(
             .list_audit_events(authed(
                 pb::ListAuditEventsRequest {
                     customer_ids: customer_ids.to_vec(),
-                    action: action.into(),
+                    actions: if action == pb::AuditAction::Unspecified {
+                        vec![]
+                    } else {
+                        vec![action.into()]
+                    },
                     page_size: 500,
                     page_token: page_token.clone(),
                     ..Default::default()
@@ -192,7 +209,7 @@ async fn audit_events(
             .await
             .expect("list audit events")
             .into_inner();
-        events.extend(page.events);
+        events.extend(page.audit_events);
         if page.next_page_token.is_empty() {
             return events;
         }
@@ -224,6 +241,8 @@ async fn methods_of(
     AuthenticationMethodsClient::new(channel.clone())
         .list_authentication_methods(authed(
             pb::ListAuthenticationMethodsRequest {
+                page_size: Default::default(),
+                page_token: Default::default(),
                 customer_ids: vec![customer_id.into()],
                 user_id: user_id.into(),
             },
@@ -232,7 +251,7 @@ async fn methods_of(
         .await
         .expect("list methods")
         .into_inner()
-        .methods
+        .authentication_methods
 }
 
 fn state_of(reset: &pb::MfaReset) -> pb::MfaResetState {
@@ -240,7 +259,7 @@ fn state_of(reset: &pb::MfaReset) -> pb::MfaResetState {
 }
 
 /// Everything a reset of some users of one customer could touch, as the API shows it: each
-/// user (flags, `mfa_reset_at`, `updated_at`), each of their methods, and the customer's
+/// user (flags, `mfa_reset_time`, `update_time`), each of their methods, and the customer's
 /// whole audit log.
 #[derive(Debug, PartialEq)]
 struct Observed {
@@ -294,7 +313,7 @@ async fn sixty_four_concurrent_confirms_apply_once(app: &TestApp) {
     .expect("mfa_reset");
     let totals = summary.totals.expect("totals");
     assert_eq!(
-        (totals.users_to_reset, totals.users_skipped),
+        (totals.users_to_reset_count, totals.users_skipped_count),
         (2, 1),
         "Alice and Root are reset; the caller's own user is skipped"
     );
@@ -324,11 +343,11 @@ async fn sixty_four_concurrent_confirms_apply_once(app: &TestApp) {
         .collect();
     let first = &confirmed[0];
     assert_eq!(state_of(first), pb::MfaResetState::Confirmed);
-    assert!(first.confirmed_at.is_some(), "confirmed_at is set");
+    assert!(first.confirm_time.is_some(), "confirm_time is set");
     for (i, reset) in confirmed.iter().enumerate() {
         assert_eq!(
-            reset.confirmed_at, first.confirmed_at,
-            "confirm #{i} saw another confirmed_at: applied more than once"
+            reset.confirm_time, first.confirm_time,
+            "confirm #{i} saw another confirm_time: applied more than once"
         );
         assert_eq!(reset, first, "confirm #{i} answered differently");
     }
@@ -363,10 +382,10 @@ async fn sixty_four_concurrent_confirms_apply_once(app: &TestApp) {
     assert_eq!(me[0].state, i32::from(pb::MethodState::Active));
     let alice = get_user(app, &w.enforced.id, &w.alice.id).await.unwrap();
     assert!(alice.mfa_registration_required);
-    assert!(alice.mfa_reset_at.is_some());
+    assert!(alice.mfa_reset_time.is_some());
     assert_eq!(
-        alice.mfa_reset_at, first.confirmed_at,
-        "mfa_reset_at is the one confirm's time"
+        alice.mfa_reset_time, first.confirm_time,
+        "mfa_reset_time is the one confirm's time"
     );
 }
 
@@ -509,7 +528,10 @@ async fn a_failure_mid_confirm_leaves_every_row_as_before(app: &TestApp) {
     .expect("mfa_reset");
     let totals = reset.totals.expect("totals");
     assert_eq!(
-        (totals.methods_to_delete, totals.methods_to_deactivate),
+        (
+            totals.methods_to_delete_count,
+            totals.methods_to_deactivate_count
+        ),
         (3, 1),
         "the confirm deletes, deactivates and marks users before it audits"
     );
@@ -536,7 +558,7 @@ async fn a_failure_mid_confirm_leaves_every_row_as_before(app: &TestApp) {
     );
     let pending = get_reset(&app.channel, &token, &reset.id).await;
     assert_eq!(state_of(&pending), pb::MfaResetState::Pending);
-    assert_eq!(pending.confirmed_at, None);
+    assert_eq!(pending.confirm_time, None);
     assert_eq!(pending.etag, reset.etag);
 
     stop_failing_audit_inserts(&app.db).await;
@@ -618,7 +640,7 @@ async fn an_expired_reset_cannot_be_confirmed(app: &TestApp) {
     );
     let expired = get_reset(&app.channel, &token, &reset.id).await;
     assert_eq!(state_of(&expired), pb::MfaResetState::Expired);
-    assert_eq!(expired.confirmed_at, None);
+    assert_eq!(expired.confirm_time, None);
     assert_eq!(
         observe(app, &w.enforced.id, &everyone).await,
         before,
@@ -846,8 +868,9 @@ async fn summarize_on_a_confirm_on_b(
     let customer = CustomersClient::new(a.clone())
         .create_customer(authed(
             pb::CreateCustomerRequest {
+                request_id: Default::default(),
                 customer: Some(pb::Customer {
-                    name: "Replicated Co".into(),
+                    display_name: "Replicated Co".into(),
                     mfa_policy: pb::MfaPolicy::Enforced.into(),
                     enabled_method_kinds: ALL_KINDS.iter().map(|k| (*k).into()).collect(),
                     ..Default::default()
@@ -878,6 +901,7 @@ async fn summarize_on_a_confirm_on_b(
         let user = UsersClient::new(a.clone())
             .create_user(authed(
                 pb::CreateUserRequest {
+                    request_id: Default::default(),
                     user: Some(pb::User {
                         customer_id: customer.id.clone(),
                         display_name: format!("Replica User {i}"),
@@ -899,6 +923,7 @@ async fn summarize_on_a_confirm_on_b(
             AuthenticationMethodsClient::new(a.clone())
                 .register_authentication_method(authed(
                     pb::RegisterAuthenticationMethodRequest {
+                        request_id: Default::default(),
                         customer_id: customer.id.clone(),
                         user_id: user.id.clone(),
                         kind: kind.into(),
@@ -1015,6 +1040,7 @@ async fn seed(
     let now = chrono::Utc::now();
     let customer_rows: Vec<customers::Model> = (0..customers)
         .map(|i| customers::Model {
+            approval_threshold: Default::default(),
             id: Uuid::now_v7(),
             name: format!("{label} customer {i}"),
             mfa_policy: "ENFORCED".into(),
@@ -1139,10 +1165,13 @@ async fn statement_count_does_not_grow_with_users(app: &TestApp) {
         let summarize_count = app.statements.load(Ordering::SeqCst) - before;
         let reset = summary.mfa_reset.expect("mfa_reset");
         let totals = reset.totals.expect("totals");
-        assert_eq!(totals.users_to_reset as usize, users);
-        assert_eq!(totals.methods_to_delete as usize, users, "one phone each");
+        assert_eq!(totals.users_to_reset_count as usize, users);
         assert_eq!(
-            totals.methods_to_deactivate as usize, users,
+            totals.methods_to_delete_count as usize, users,
+            "one phone each"
+        );
+        assert_eq!(
+            totals.methods_to_deactivate_count as usize, users,
             "one hardware token each"
         );
 
@@ -1248,12 +1277,12 @@ async fn ten_thousand_user_summary_pages_its_items_under_the_message_limit(app: 
     );
     let reset = summary.mfa_reset.clone().expect("mfa_reset");
     let totals = reset.totals.expect("totals");
-    assert_eq!(totals.users_requested as usize, USERS);
-    assert_eq!(totals.users_to_reset as usize, USERS);
-    assert_eq!(totals.users_skipped, 0);
-    assert_eq!(totals.methods_to_delete as usize, 2 * USERS);
-    assert_eq!(totals.methods_to_deactivate as usize, USERS);
-    assert_eq!(reset.customers.len(), CUSTOMERS);
+    assert_eq!(totals.user_count as usize, USERS);
+    assert_eq!(totals.users_to_reset_count as usize, USERS);
+    assert_eq!(totals.users_skipped_count, 0);
+    assert_eq!(totals.methods_to_delete_count as usize, 2 * USERS);
+    assert_eq!(totals.methods_to_deactivate_count as usize, USERS);
+    assert_eq!(reset.customer_summaries.len(), CUSTOMERS);
     assert_eq!(
         summary.items.len(),
         500,

@@ -10,21 +10,20 @@ use crate::helpers::*;
 fn summarize_request(
     customers: &[&pb::Customer],
     users: &[&pb::User],
-) -> pb::SummarizeMfaResetRequest {
-    pb::SummarizeMfaResetRequest {
+) -> pb::UsersSummarizeMfaResetRequest {
+    pb::UsersSummarizeMfaResetRequest {
         customer_ids: customers.iter().map(|c| c.id.clone()).collect(),
-        user_ids: users.iter().map(|u| u.id.clone()).collect(),
-        options: None,
+        target: users_by_id(users.iter().map(|u| u.id.clone()).collect()),
         reason: "lost phone".into(),
-        page_size: 0,
+        ..Default::default()
     }
 }
 
 async fn summarize(
     app: &TestApp,
     subject: &str,
-    request: pb::SummarizeMfaResetRequest,
-) -> Result<pb::SummarizeMfaResetResponse, tonic::Status> {
+    request: pb::UsersSummarizeMfaResetRequest,
+) -> Result<pb::UsersSummarizeMfaResetResponse, tonic::Status> {
     app.users()
         .summarize_mfa_reset(authed(request, &app.token(subject)))
         .await
@@ -38,9 +37,10 @@ async fn confirm(
 ) -> Result<pb::MfaReset, tonic::Status> {
     app.users()
         .confirm_mfa_reset(authed(
-            pb::ConfirmMfaResetRequest {
+            pb::UsersConfirmMfaResetRequest {
                 reset_id: reset.id.clone(),
                 etag: reset.etag.clone(),
+                request_id: String::new(),
             },
             &app.token(subject),
         ))
@@ -52,6 +52,8 @@ async fn methods_of(app: &TestApp, user: &pb::User) -> Vec<pb::AuthenticationMet
     app.methods()
         .list_authentication_methods(authed(
             pb::ListAuthenticationMethodsRequest {
+                page_size: Default::default(),
+                page_token: Default::default(),
                 customer_ids: vec![user.customer_id.clone()],
                 user_id: user.id.clone(),
             },
@@ -60,10 +62,13 @@ async fn methods_of(app: &TestApp, user: &pb::User) -> Vec<pb::AuthenticationMet
         .await
         .unwrap()
         .into_inner()
-        .methods
+        .authentication_methods
 }
 
-fn item<'a>(summary: &'a pb::SummarizeMfaResetResponse, user: &pb::User) -> &'a pb::MfaResetItem {
+fn item<'a>(
+    summary: &'a pb::UsersSummarizeMfaResetResponse,
+    user: &pb::User,
+) -> &'a pb::MfaResetItem {
     summary
         .items
         .iter()
@@ -101,10 +106,10 @@ async fn summary_shows_every_method_and_every_skip_across_customers(app: &TestAp
     assert_eq!(reset.requested_by, ADMIN);
     assert_eq!(reset.reason, "lost phone");
     assert!(!reset.etag.is_empty());
-    let ttl = reset.expires_at.unwrap().seconds - reset.created_at.unwrap().seconds;
+    let ttl = reset.expire_time.unwrap().seconds - reset.create_time.unwrap().seconds;
     assert_eq!(ttl, 900, "15 minutes by default");
 
-    use pb::{MethodDisposition as D, MethodKind as K, SkipReason as S};
+    use pb::{MethodDisposition as D, MethodKind as K, MfaResetItemOutcome as O, SkipReason as S};
     // PRIVILEGED in `enforced`: Alice and the admin Root are reset; the hardware token is
     // deactivated, not deleted.
     assert_eq!(
@@ -148,40 +153,80 @@ async fn summary_shows_every_method_and_every_skip_across_customers(app: &TestAp
     // Labels are masked in the summary too.
     assert_eq!(item(&summary, &w.alice).methods[0].label, "+1 ••• ••• 4567");
 
+    // Every item says what happens to its user; only skipped ones have a reason.
+    assert_eq!(item(&summary, &w.alice).outcome(), O::Reset);
+    assert_eq!(item(&summary, &w.alice).skip_reason(), S::Unspecified);
+    assert_eq!(item(&summary, &w.bob).outcome(), O::Skipped);
+    assert!(item(&summary, &w.root).admin);
+    assert_eq!(item(&summary, &w.alice).external_subject, "alice-sub");
+
+    let reason_counts = |counts: &pb::MfaResetCounts| {
+        counts
+            .users_skipped_by_reason
+            .iter()
+            .map(|c| (c.skip_reason(), c.user_count))
+            .collect::<Vec<_>>()
+    };
     let totals = reset.totals.as_ref().unwrap();
     assert_eq!(
         (
-            totals.users_requested,
-            totals.users_to_reset,
-            totals.users_skipped
+            totals.user_count,
+            totals.users_to_reset_count,
+            totals.users_skipped_count,
+            totals.users_to_register_count,
         ),
-        (5, 2, 3)
+        (5, 2, 3, 2)
+    );
+    assert_eq!(
+        reason_counts(totals),
+        [(S::NotEnrolled, 1), (S::ProtectedAdmin, 1), (S::Self_, 1)]
     );
     assert_eq!(
         (
-            totals.methods_to_delete,
-            totals.methods_to_deactivate,
-            totals.methods_to_keep
+            totals.methods_to_delete_count,
+            totals.methods_to_deactivate_count,
+            totals.methods_to_keep_count
         ),
         (3, 1, 2)
     );
-    let enforced = &reset.customers[0];
-    assert_eq!(enforced.customer_name, "Enforced Co");
-    assert_eq!((enforced.users_to_reset, enforced.users_skipped), (2, 1));
+    assert_eq!(
+        totals.methods_to_deactivate_by_kind,
+        [pb::MethodKindCount {
+            kind: K::HardwareOath.into(),
+            method_count: 1
+        }]
+    );
+    let enforced = &reset.customer_summaries[0];
+    assert_eq!(enforced.display_name, "Enforced Co");
+    let counts = enforced.counts.as_ref().unwrap();
+    assert_eq!(
+        (counts.users_to_reset_count, counts.users_skipped_count),
+        (2, 1)
+    );
+    assert_eq!(reason_counts(counts), [(S::Self_, 1)]);
     assert_eq!(
         enforced.next_step,
         i32::from(pb::NextStep::RegisterAtNextSignIn)
     );
     assert_eq!(
-        enforced.methods_to_deactivate,
+        counts.methods_to_deactivate_by_kind,
         [pb::MethodKindCount {
             kind: K::HardwareOath.into(),
-            count: 1
+            method_count: 1
         }]
     );
-    let optional = &reset.customers[1];
+    assert!(!enforced.approval_required && !reset.approval_required);
+    let optional = &reset.customer_summaries[1];
     assert_eq!(optional.next_step, i32::from(pb::NextStep::NoneMfaOff));
-    assert_eq!((optional.users_to_reset, optional.users_skipped), (0, 2));
+    let counts = optional.counts.as_ref().unwrap();
+    assert_eq!(
+        (counts.users_to_reset_count, counts.users_skipped_count),
+        (0, 2)
+    );
+    assert_eq!(
+        reason_counts(counts),
+        [(S::NotEnrolled, 1), (S::ProtectedAdmin, 1)]
+    );
 
     // A summary changes nothing.
     assert_eq!(methods_of(app, &w.alice).await.len(), 2);
@@ -203,7 +248,7 @@ async fn confirm_applies_exactly_the_summary_with_an_audit_event_per_user(app: &
     let pending = summary.mfa_reset.unwrap();
     let confirmed = confirm(app, ADMIN, &pending).await.unwrap();
     assert_eq!(confirmed.state, i32::from(pb::MfaResetState::Confirmed));
-    assert!(confirmed.confirmed_at.is_some());
+    assert!(confirmed.confirm_time.is_some());
     assert_eq!(confirmed.totals, pending.totals);
 
     assert!(methods_of(app, &w.alice).await.is_empty());
@@ -228,9 +273,9 @@ async fn confirm_applies_exactly_the_summary_with_an_audit_event_per_user(app: &
         alice.mfa_state,
         i32::from(pb::MfaState::RegistrationRequired)
     );
-    assert!(alice.mfa_reset_at.is_some());
+    assert!(alice.mfa_reset_time.is_some());
     let olga = get_user(app, &w.optional.id, &w.olga.id).await.unwrap();
-    assert!(olga.mfa_reset_at.is_none(), "skipped users are untouched");
+    assert!(olga.mfa_reset_time.is_none(), "skipped users are untouched");
 
     let events = audit_events(
         app,
@@ -251,13 +296,30 @@ async fn confirm_applies_exactly_the_summary_with_an_audit_event_per_user(app: &
         assert_eq!(event.reset_id, pending.id);
         assert_eq!(event.reason, "lost phone");
         assert_eq!(event.actor, ADMIN);
-        assert!(!event.request_id.is_empty());
+        assert!(!event.correlation_id.is_empty());
+        assert!(event.mfa_registration_required, "the state after the reset");
+        assert_eq!(event.mfa_reset_time, confirmed.confirm_time);
     }
     let root_event = events.iter().find(|e| e.user_id == w.root.id).unwrap();
-    let details = format!("{:?}", root_event.details);
-    assert!(
-        details.contains("HARDWARE_OATH") && details.contains("FIDO2"),
-        "{details}"
+    assert_eq!(root_event.external_subject, "root-sub");
+    assert_eq!(
+        root_event.details,
+        Some(pb::audit_event::Details::MfaReset(pb::MfaResetDetails {
+            scope: pb::ResetScope::All.into(),
+            methods_deleted_count: 1,
+            methods_deleted_by_kind: vec![pb::MethodKindCount {
+                kind: pb::MethodKind::Fido2.into(),
+                method_count: 1
+            }],
+            methods_deactivated_count: 1,
+            methods_deactivated_by_kind: vec![pb::MethodKindCount {
+                kind: pb::MethodKind::HardwareOath.into(),
+                method_count: 1
+            }],
+            requested_by: ADMIN.into(),
+            approved_by: String::new(),
+        })),
+        "typed details: counts as integers, kinds as MethodKind"
     );
 }
 
@@ -283,7 +345,7 @@ async fn an_optional_policy_turns_mfa_off_without_requiring_registration(app: &T
     let carl = get_user(app, &w.optional.id, &carl.id).await.unwrap();
     assert!(!carl.mfa_registration_required);
     assert_eq!(carl.mfa_state, i32::from(pb::MfaState::NotRegistered));
-    assert!(carl.mfa_reset_at.is_some());
+    assert!(carl.mfa_reset_time.is_some());
 }
 
 backend_test!(org_level_and_kind_options_reset_only_what_they_name);
@@ -427,6 +489,8 @@ async fn only_the_requester_confirms_or_cancels(app: &TestApp) {
         .users()
         .cancel_mfa_reset(authed(
             pb::CancelMfaResetRequest {
+                reason: Default::default(),
+                request_id: Default::default(),
                 reset_id: pending.id.clone(),
             },
             &app.token("colleague"),
@@ -478,9 +542,10 @@ async fn etags_are_required_and_must_be_the_summarys(app: &TestApp) {
     let missing = app
         .users()
         .confirm_mfa_reset(authed(
-            pb::ConfirmMfaResetRequest {
+            pb::UsersConfirmMfaResetRequest {
                 reset_id: pending.id.clone(),
                 etag: String::new(),
+                request_id: String::new(),
             },
             &app.token(ADMIN),
         ))
@@ -511,6 +576,8 @@ async fn a_cancelled_reset_cannot_be_confirmed(app: &TestApp) {
         .users()
         .cancel_mfa_reset(authed(
             pb::CancelMfaResetRequest {
+                reason: Default::default(),
+                request_id: Default::default(),
                 reset_id: pending.id.clone(),
             },
             &app.token(ADMIN),
@@ -521,7 +588,7 @@ async fn a_cancelled_reset_cannot_be_confirmed(app: &TestApp) {
         .mfa_reset
         .unwrap();
     assert_eq!(cancelled.state, i32::from(pb::MfaResetState::Cancelled));
-    assert!(cancelled.cancelled_at.is_some());
+    assert!(cancelled.cancel_time.is_some());
     assert_error(
         confirm(app, ADMIN, &pending).await,
         Code::FailedPrecondition,
@@ -539,6 +606,8 @@ async fn a_cancelled_reset_cannot_be_confirmed(app: &TestApp) {
         .users()
         .cancel_mfa_reset(authed(
             pb::CancelMfaResetRequest {
+                reason: Default::default(),
+                request_id: Default::default(),
                 reset_id: other.id.clone(),
             },
             &app.token(ADMIN),
@@ -612,6 +681,7 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
     app.methods()
         .delete_authentication_method(authed(
             pb::DeleteAuthenticationMethodRequest {
+                request_id: Default::default(),
                 customer_id: w.enforced.id.clone(),
                 method_id: added.id.clone(),
                 reason: String::new(),
@@ -645,6 +715,7 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
     app.methods()
         .delete_authentication_method(authed(
             pb::DeleteAuthenticationMethodRequest {
+                request_id: Default::default(),
                 customer_id: w.enforced.id.clone(),
                 method_id: token.id.clone(),
                 reason: String::new(),
@@ -674,14 +745,15 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
     app.users()
         .update_user(authed(
             pb::UpdateUserRequest {
+                request_id: Default::default(),
                 user: Some(pb::User {
                     id: w.alice.id.clone(),
                     customer_id: w.enforced.id.clone(),
-                    is_admin: true,
+                    admin: true,
                     ..Default::default()
                 }),
                 update_mask: Some(FieldMask {
-                    paths: vec!["is_admin".into()],
+                    paths: vec!["admin".into()],
                 }),
             },
             &app.token(PROVISIONER),
@@ -700,7 +772,7 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
     );
     assert_eq!(methods_of(app, &w.alice).await.len(), 2);
     let alice = get_user(app, &w.enforced.id, &w.alice.id).await.unwrap();
-    assert!(alice.mfa_reset_at.is_none());
+    assert!(alice.mfa_reset_time.is_none());
 }
 
 backend_test!(a_revoked_role_takes_effect_at_confirm);
@@ -766,10 +838,16 @@ async fn the_methods_door_serves_the_same_reset(app: &TestApp) {
         .summarize_mfa_reset(authed(
             pb::AuthenticationMethodsSummarizeMfaResetRequest {
                 customer_ids: vec![w.enforced.id.clone()],
-                user_ids: vec![w.alice.id.clone()],
-                options: None,
+                target: Some(
+                    pb::authentication_methods_summarize_mfa_reset_request::Target::Users(
+                        pb::UserReferences {
+                            user_ids: vec![w.alice.id.clone()],
+                            external_subjects: vec![],
+                        },
+                    ),
+                ),
                 reason: "from the methods list".into(),
-                page_size: 0,
+                ..Default::default()
             },
             &app.token(ADMIN),
         ))
@@ -782,6 +860,7 @@ async fn the_methods_door_serves_the_same_reset(app: &TestApp) {
         .methods()
         .confirm_mfa_reset(authed(
             pb::AuthenticationMethodsConfirmMfaResetRequest {
+                request_id: Default::default(),
                 reset_id: pending.id.clone(),
                 etag: pending.etag.clone(),
             },
@@ -813,6 +892,9 @@ async fn summary_items_page_with_a_token_bound_to_the_reset(app: &TestApp) {
         .users()
         .list_mfa_reset_items(authed(
             pb::ListMfaResetItemsRequest {
+                customer_ids: Default::default(),
+                outcome: Default::default(),
+                skip_reasons: Default::default(),
                 reset_id: reset_id.clone(),
                 page_size: 2,
                 page_token: summary.next_page_token.clone(),
@@ -845,6 +927,9 @@ async fn summary_items_page_with_a_token_bound_to_the_reset(app: &TestApp) {
         .users()
         .list_mfa_reset_items(authed(
             pb::ListMfaResetItemsRequest {
+                customer_ids: Default::default(),
+                outcome: Default::default(),
+                skip_reasons: Default::default(),
                 reset_id: other.id,
                 page_size: 2,
                 page_token: summary.next_page_token.clone(),
@@ -859,15 +944,16 @@ async fn summary_items_page_with_a_token_bound_to_the_reset(app: &TestApp) {
 backend_test!(summarize_validates_every_field_at_once);
 async fn summarize_validates_every_field_at_once(app: &TestApp) {
     let w = world(app).await;
-    let request = pb::SummarizeMfaResetRequest {
+    let request = pb::UsersSummarizeMfaResetRequest {
         customer_ids: vec![w.enforced.id.clone()],
-        user_ids: vec!["nope".into(), w.alice.id.clone(), w.alice.id.clone()],
+        target: users_by_id(vec!["nope".into(), w.alice.id.clone(), w.alice.id.clone()]),
         options: Some(pb::MfaResetOptions {
             scope: 9,
             method_kinds: vec![0],
         }),
         reason: String::new(),
         page_size: -1,
+        request_id: "not-a-uuid".into(),
     };
     let status = assert_error(
         summarize(app, ADMIN, request).await,
@@ -877,15 +963,16 @@ async fn summarize_validates_every_field_at_once(app: &TestApp) {
     assert_eq!(
         violated_fields(&status),
         [
-            "user_ids[0]",
-            "user_ids[2]",
+            "request_id",
+            "users.user_ids[0]",
+            "users.user_ids[2]",
             "options.scope",
             "options.method_kinds[0]",
             "reason",
             "page_size"
         ]
     );
-    let too_long = pb::SummarizeMfaResetRequest {
+    let too_long = pb::UsersSummarizeMfaResetRequest {
         reason: "x".repeat(501),
         ..summarize_request(&[&w.enforced], &[&w.alice])
     };
@@ -901,7 +988,17 @@ async fn summarize_validates_every_field_at_once(app: &TestApp) {
         Code::InvalidArgument,
         "INVALID_ARGUMENT",
     );
-    assert_eq!(violated_fields(&status), ["user_ids"]);
+    assert_eq!(violated_fields(&status), ["users"]);
+    let no_target = pb::UsersSummarizeMfaResetRequest {
+        target: None,
+        ..summarize_request(&[&w.enforced], &[&w.alice])
+    };
+    let status = assert_error(
+        summarize(app, ADMIN, no_target).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["users"]);
 }
 
 backend_test!(two_resets_of_one_user_confirmed_at_once_apply_once);

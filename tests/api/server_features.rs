@@ -220,10 +220,13 @@ async fn describes_users_with_docs(app: &TestApp, version: Version) {
         .position(|m| m.name() == "SummarizeMfaReset")
         .unwrap_or_else(|| panic!("{version:?}: Users has no SummarizeMfaReset"));
     let method = &users.method[method_index];
-    assert_eq!(method.input_type(), ".mfareset.v1.SummarizeMfaResetRequest");
+    assert_eq!(
+        method.input_type(),
+        ".mfareset.v1.UsersSummarizeMfaResetRequest"
+    );
     assert_eq!(
         method.output_type(),
-        ".mfareset.v1.SummarizeMfaResetResponse"
+        ".mfareset.v1.UsersSummarizeMfaResetResponse"
     );
 
     // Source comments: FileDescriptorProto.service = 6, ServiceDescriptorProto.method = 2.
@@ -273,6 +276,58 @@ async fn describes_users_with_docs(app: &TestApp, version: Version) {
         "{version:?}: {known:?}"
     );
 }
+
+/// The error details every status carries resolve by their canonical names, as tools that
+/// decode `grpc-status-details-bin` ask for them (the symbol, then the file by name).
+async fn serves_error_details_under_canonical_names(app: &TestApp, version: Version) {
+    let mut answers = reflect(
+        app,
+        version,
+        vec![
+            Ask::FileContainingSymbol("google.rpc.ErrorInfo".into()),
+            Ask::FileByFilename("google/rpc/error_details.proto".into()),
+            Ask::FileByFilename("google/rpc/status.proto".into()),
+            Ask::FileContainingSymbol("mfareset.v1.ErrorReason".into()),
+        ],
+    )
+    .await;
+    let by_symbol = files(answers.remove(0));
+    assert_eq!(
+        by_symbol[0].name(),
+        "google/rpc/error_details.proto",
+        "{version:?}"
+    );
+    let by_name = files(answers.remove(0));
+    assert!(
+        by_name[0]
+            .message_type
+            .iter()
+            .any(|m| m.name() == "PreconditionFailure"),
+        "{version:?}"
+    );
+    assert_eq!(
+        files(answers.remove(0))[0].name(),
+        "google/rpc/status.proto"
+    );
+    let reasons = files(answers.remove(0));
+    assert_eq!(reasons[0].name(), "mfareset/v1/error_reason.proto");
+}
+
+async fn reflection_v1_serves_error_details_under_canonical_names(app: &TestApp) {
+    serves_error_details_under_canonical_names(app, Version::V1).await;
+}
+sqlite_only_test!(
+    reflection_v1_serves_error_details_under_canonical_names,
+    reflection_v1_serves_error_details_under_canonical_names
+);
+
+async fn reflection_v1alpha_serves_error_details_under_canonical_names(app: &TestApp) {
+    serves_error_details_under_canonical_names(app, Version::V1alpha).await;
+}
+sqlite_only_test!(
+    reflection_v1alpha_serves_error_details_under_canonical_names,
+    reflection_v1alpha_serves_error_details_under_canonical_names
+);
 
 async fn reflection_v1_lists_every_service(app: &TestApp) {
     lists_every_service(app, Version::V1).await;
@@ -406,14 +461,14 @@ async fn reset_rpcs_require_a_token(app: &TestApp) {
     };
     refused(
         users
-            .summarize_mfa_reset(pb::SummarizeMfaResetRequest::default())
+            .summarize_mfa_reset(pb::UsersSummarizeMfaResetRequest::default())
             .await
             .map(drop),
         "Users.SummarizeMfaReset",
     );
     refused(
         users
-            .confirm_mfa_reset(pb::ConfirmMfaResetRequest::default())
+            .confirm_mfa_reset(pb::UsersConfirmMfaResetRequest::default())
             .await
             .map(drop),
         "Users.ConfirmMfaReset",
@@ -586,8 +641,9 @@ async fn in_flight_call_survives_shutdown(app: &mut TestApp) {
     let mut customers = app.customers();
     let create = authed(
         pb::CreateCustomerRequest {
+            request_id: Default::default(),
             customer: Some(pb::Customer {
-                name: "In Flight Co".into(),
+                display_name: "In Flight Co".into(),
                 mfa_policy: pb::MfaPolicy::Enforced.into(),
                 enabled_method_kinds: vec![pb::MethodKind::Phone.into()],
                 ..Default::default()
@@ -651,7 +707,7 @@ async fn in_flight_call_survives_shutdown(app: &mut TestApp) {
         .into_inner()
         .customer
         .expect("customer");
-    assert_eq!(created.name, "In Flight Co");
+    assert_eq!(created.display_name, "In Flight Co");
     stopped.expect("the server stops cleanly");
     let stored = store::customers::find_by_name(&app.db, "In Flight Co")
         .await

@@ -92,7 +92,7 @@ async fn searches_by_name_or_email_prefix_and_filters_by_mfa_state(app: &TestApp
         app,
         pb::ListUsersRequest {
             customer_ids: selection.clone(),
-            mfa_state: pb::MfaState::NotRegistered.into(),
+            mfa_states: vec![pb::MfaState::NotRegistered.into()],
             ..Default::default()
         },
     )
@@ -102,7 +102,7 @@ async fn searches_by_name_or_email_prefix_and_filters_by_mfa_state(app: &TestApp
         app,
         pb::ListUsersRequest {
             customer_ids: selection,
-            mfa_state: pb::MfaState::Registered.into(),
+            mfa_states: vec![pb::MfaState::Registered.into()],
             ..Default::default()
         },
     )
@@ -141,6 +141,7 @@ async fn provisioner_creates_and_updates_users(app: &TestApp) {
         .users()
         .create_user(authed(
             pb::CreateUserRequest {
+                request_id: Default::default(),
                 user: Some(pb::User {
                     customer_id: w.optional.id.clone(),
                     display_name: "  Nina Novak ".into(),
@@ -157,22 +158,23 @@ async fn provisioner_creates_and_updates_users(app: &TestApp) {
         .unwrap();
     assert_eq!(created.display_name, "Nina Novak");
     assert_eq!(created.email, "nina.novak@example.com");
-    assert!(!created.is_admin);
+    assert!(!created.admin);
     assert_eq!(created.mfa_state, i32::from(pb::MfaState::NotRegistered));
 
     let updated = app
         .users()
         .update_user(authed(
             pb::UpdateUserRequest {
+                request_id: Default::default(),
                 user: Some(pb::User {
                     id: created.id.clone(),
                     customer_id: w.optional.id.clone(),
-                    is_admin: true,
+                    admin: true,
                     display_name: "ignored, not in the mask".into(),
                     ..Default::default()
                 }),
                 update_mask: Some(FieldMask {
-                    paths: vec!["is_admin".into()],
+                    paths: vec!["admin".into()],
                 }),
             },
             &token,
@@ -182,24 +184,25 @@ async fn provisioner_creates_and_updates_users(app: &TestApp) {
         .into_inner()
         .user
         .unwrap();
-    assert!(updated.is_admin);
+    assert!(updated.admin);
     assert_eq!(updated.display_name, "Nina Novak");
     let reread = get_user(app, &w.optional.id, &created.id).await.unwrap();
-    assert!(reread.is_admin);
+    assert!(reread.admin);
 
     // Updating a user through the wrong customer finds nothing.
     let wrong = app
         .users()
         .update_user(authed(
             pb::UpdateUserRequest {
+                request_id: Default::default(),
                 user: Some(pb::User {
                     id: created.id.clone(),
                     customer_id: w.enforced.id.clone(),
-                    is_admin: false,
+                    admin: false,
                     ..Default::default()
                 }),
                 update_mask: Some(FieldMask {
-                    paths: vec!["is_admin".into()],
+                    paths: vec!["admin".into()],
                 }),
             },
             &token,
@@ -234,6 +237,7 @@ async fn admins_and_readers_cannot_provision_users(app: &TestApp) {
             .users()
             .create_user(authed(
                 pb::CreateUserRequest {
+                    request_id: Default::default(),
                     user: Some(pb::User {
                         customer_id: customer.id.clone(),
                         display_name: "Eve".into(),

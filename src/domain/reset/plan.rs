@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 
 use super::{Disposition, PlanItem, PlannedMethod, ResetOptions, SkipReason};
 use crate::domain::{
-    ids::{CustomerId, ResetId},
+    ids::{CustomerId, MethodId, ResetId, UserId},
     masking::mask_label,
     model::{
         Customer, Method, MethodKind, MethodScope, MethodState, MfaPolicy, Removal, ResetScope,
+        named_enum,
     },
 };
 
@@ -20,13 +21,13 @@ use crate::domain::{
 #[derive(Clone, Debug)]
 pub struct UserFacts {
     /// The user.
-    pub id: crate::domain::ids::UserId,
+    pub id: UserId,
     /// Their customer.
     pub customer_id: CustomerId,
     /// Display name (shown in the summary).
     pub display_name: String,
     /// Admin of their customer.
-    pub is_admin: bool,
+    pub admin: bool,
     /// Their sign-in subject, compared with the caller's for SELF.
     pub external_subject: Option<String>,
 }
@@ -49,7 +50,7 @@ pub fn plan_user(
 ) -> PlanItem {
     let skip_reason = if user.external_subject.as_deref() == Some(caller_subject) {
         Some(SkipReason::SelfUser)
-    } else if user.is_admin && !may_reset_admins {
+    } else if user.admin && !may_reset_admins {
         Some(SkipReason::ProtectedAdmin)
     } else if !methods.iter().any(|m| in_scope(m, options)) {
         Some(SkipReason::NotEnrolled)
@@ -77,7 +78,8 @@ pub fn plan_user(
         customer_id: user.customer_id,
         user_id: user.id,
         display_name: user.display_name.clone(),
-        is_admin: user.is_admin,
+        external_subject: user.external_subject.clone(),
+        admin: user.admin,
         skip_reason,
         methods,
     }
@@ -93,52 +95,128 @@ pub fn registration_required_after(item: &PlanItem, policy: MfaPolicy) -> bool {
             .any(|m| m.state == MethodState::Active && m.disposition == Disposition::Keep)
 }
 
+/// The counts of a reset, in the same shape for one customer and for the whole reset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Users named.
+    pub users: u32,
+    /// Users whose MFA changes.
+    pub users_to_reset: u32,
+    /// Users left alone.
+    pub users_skipped: u32,
+    /// Users left alone, by reason.
+    pub skipped_by_reason: BTreeMap<SkipReason, u32>,
+    /// Reset users who will have to register MFA again (no active method left, MFA
+    /// enforced).
+    pub users_to_register: u32,
+    /// Methods deleted, by kind.
+    pub to_delete: BTreeMap<MethodKind, u32>,
+    /// Methods deactivated, by kind.
+    pub to_deactivate: BTreeMap<MethodKind, u32>,
+    /// Methods kept.
+    pub methods_to_keep: u32,
+}
+
+impl Counts {
+    /// Methods deleted in all.
+    pub fn methods_to_delete(&self) -> u32 {
+        self.to_delete.values().sum()
+    }
+
+    /// Methods deactivated in all.
+    pub fn methods_to_deactivate(&self) -> u32 {
+        self.to_deactivate.values().sum()
+    }
+
+    /// Adds `other` to these counts.
+    fn add(&mut self, other: &Counts) {
+        self.users += other.users;
+        self.users_to_reset += other.users_to_reset;
+        self.users_skipped += other.users_skipped;
+        self.users_to_register += other.users_to_register;
+        self.methods_to_keep += other.methods_to_keep;
+        for (reason, n) in &other.skipped_by_reason {
+            *self.skipped_by_reason.entry(*reason).or_default() += n;
+        }
+        for (kind, n) in &other.to_delete {
+            *self.to_delete.entry(*kind).or_default() += n;
+        }
+        for (kind, n) in &other.to_deactivate {
+            *self.to_deactivate.entry(*kind).or_default() += n;
+        }
+    }
+
+    /// Counts one planned user of a customer with `policy`.
+    fn count(&mut self, item: &PlanItem, policy: MfaPolicy) {
+        self.users += 1;
+        match item.skip_reason {
+            Some(reason) => {
+                self.users_skipped += 1;
+                *self.skipped_by_reason.entry(reason).or_default() += 1;
+            }
+            None => {
+                self.users_to_reset += 1;
+                if registration_required_after(item, policy) {
+                    self.users_to_register += 1;
+                }
+            }
+        }
+        for m in &item.methods {
+            match m.disposition {
+                Disposition::Delete => *self.to_delete.entry(m.kind).or_default() += 1,
+                Disposition::Deactivate => *self.to_deactivate.entry(m.kind).or_default() += 1,
+                Disposition::Keep => self.methods_to_keep += 1,
+            }
+        }
+    }
+}
+
 /// One customer's part of a summary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CustomerSummary {
     /// Customer.
     pub customer_id: CustomerId,
-    /// Name when summarized.
-    pub customer_name: String,
+    /// Display name when summarized.
+    pub display_name: String,
     /// Policy when summarized.
     pub mfa_policy: MfaPolicy,
-    /// Users whose MFA changes.
-    pub users_to_reset: u32,
-    /// Users left alone.
-    pub users_skipped: u32,
-    /// Reset users who will have to register MFA again (no active method left, MFA
-    /// enforced).
-    pub users_to_register: u32,
-    /// Deleted methods by kind.
-    pub methods_to_delete: BTreeMap<MethodKind, u32>,
-    /// Deactivated methods by kind.
-    pub methods_to_deactivate: BTreeMap<MethodKind, u32>,
+    /// Approval threshold when summarized (0: never).
+    pub approval_threshold: u32,
+    /// The counts here.
+    pub counts: Counts,
 }
 
-/// Totals of a summary.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    /// Users named.
-    pub users_requested: u32,
-    /// Users whose MFA changes.
-    pub users_to_reset: u32,
-    /// Users left alone.
-    pub users_skipped: u32,
-    /// Methods deleted.
-    pub methods_to_delete: u32,
-    /// Methods deactivated.
-    pub methods_to_deactivate: u32,
-    /// Methods kept.
-    pub methods_to_keep: u32,
+impl CustomerSummary {
+    /// Whether this customer's part makes the reset need approval: it resets at least the
+    /// customer's (non-zero) threshold of users.
+    pub fn approval_required(&self) -> bool {
+        self.approval_threshold > 0 && self.counts.users_to_reset >= self.approval_threshold
+    }
 }
 
-/// The reviewed summary: per customer (in selection order) and in total.
+/// The reviewed summary: per customer, in selection order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
     /// Per customer.
     pub customers: Vec<CustomerSummary>,
-    /// Totals.
-    pub totals: Totals,
+}
+
+impl Summary {
+    /// The counts over the whole reset.
+    pub fn totals(&self) -> Counts {
+        let mut totals = Counts::default();
+        for c in &self.customers {
+            totals.add(&c.counts);
+        }
+        totals
+    }
+
+    /// Whether the reset needs approval (any of its customers' thresholds is met).
+    pub fn approval_required(&self) -> bool {
+        self.customers
+            .iter()
+            .any(CustomerSummary::approval_required)
+    }
 }
 
 /// Summarizes `items` over the selected `customers`.
@@ -147,13 +225,10 @@ pub fn summarize(customers: &[Customer], items: &[PlanItem]) -> Summary {
         .iter()
         .map(|c| CustomerSummary {
             customer_id: c.id,
-            customer_name: c.name.clone(),
+            display_name: c.display_name.clone(),
             mfa_policy: c.mfa_policy,
-            users_to_reset: 0,
-            users_skipped: 0,
-            users_to_register: 0,
-            methods_to_delete: BTreeMap::new(),
-            methods_to_deactivate: BTreeMap::new(),
+            approval_threshold: c.approval_threshold,
+            counts: Counts::default(),
         })
         .collect();
     let index: HashMap<CustomerId, usize> = per
@@ -161,48 +236,18 @@ pub fn summarize(customers: &[Customer], items: &[PlanItem]) -> Summary {
         .enumerate()
         .map(|(i, c)| (c.customer_id, i))
         .collect();
-    let mut totals = Totals {
-        users_requested: items.len() as u32,
-        ..Totals::default()
-    };
     for item in items {
-        let Some(&i) = index.get(&item.customer_id) else {
-            continue;
-        };
-        let summary = &mut per[i];
-        if item.skip_reason.is_some() {
-            summary.users_skipped += 1;
-            totals.users_skipped += 1;
-        } else {
-            summary.users_to_reset += 1;
-            totals.users_to_reset += 1;
-            if registration_required_after(item, summary.mfa_policy) {
-                summary.users_to_register += 1;
-            }
-        }
-        for m in &item.methods {
-            match m.disposition {
-                Disposition::Delete => {
-                    *summary.methods_to_delete.entry(m.kind).or_default() += 1;
-                    totals.methods_to_delete += 1;
-                }
-                Disposition::Deactivate => {
-                    *summary.methods_to_deactivate.entry(m.kind).or_default() += 1;
-                    totals.methods_to_deactivate += 1;
-                }
-                Disposition::Keep => totals.methods_to_keep += 1,
-            }
+        if let Some(summary) = index.get(&item.customer_id).and_then(|&i| per.get_mut(i)) {
+            let policy = summary.mfa_policy;
+            summary.counts.count(item, policy);
         }
     }
-    Summary {
-        customers: per,
-        totals,
-    }
+    Summary { customers: per }
 }
 
 /// The etag of a plan: a digest of the reset id, its options and reason, each
-/// customer's policy, and every planned item. Any change to what the confirm would do
-/// changes it; another summary of the same state gets another etag.
+/// customer's policy and approval threshold, and every planned item. Any change to what the
+/// confirm would do changes it; another summary of the same state gets another etag.
 pub fn etag(
     reset_id: ResetId,
     options: &ResetOptions,
@@ -222,10 +267,11 @@ pub fn etag(
     for c in customers {
         field(c.id.uuid().as_bytes());
         field(c.mfa_policy.as_str().as_bytes());
+        field(&c.approval_threshold.to_be_bytes());
     }
     for item in items {
         field(item.user_id.uuid().as_bytes());
-        field(&[u8::from(item.is_admin)]);
+        field(&[u8::from(item.admin)]);
         field(
             item.skip_reason
                 .map(|r| r.as_str())
@@ -243,41 +289,105 @@ pub fn etag(
     hex::encode(hasher.finalize())
 }
 
-/// What differs between the stored plan of a user and the plan the state now gives, in
-/// words for the ABORTED message. Empty when nothing the confirm would do has changed.
-pub fn changes(stored: &PlanItem, current: Option<&PlanItem>) -> Vec<String> {
+named_enum!(
+    /// What kind of change made a plan stale (the `type` of a PLAN_STALE violation).
+    ChangeKind {
+        /// A user of the plan no longer exists.
+        UserDeleted => "USER_DELETED",
+        /// A user's admin flag changed.
+        UserAdminChanged => "USER_ADMIN_CHANGED",
+        /// A user has a method the plan did not show.
+        MethodAdded => "METHOD_ADDED",
+        /// A method the plan showed is gone.
+        MethodRemoved => "METHOD_REMOVED",
+        /// A method the plan showed changed kind, scope or state.
+        MethodChanged => "METHOD_CHANGED",
+        /// A customer's MFA policy changed.
+        MfaPolicyChanged => "MFA_POLICY_CHANGED",
+        /// What the plan would do to a user changed for another reason.
+        PlanChanged => "PLAN_CHANGED",
+    }
+);
+
+/// One difference between a stored plan and the state now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// What changed.
+    pub kind: ChangeKind,
+    /// In which customer.
+    pub customer_id: CustomerId,
+    /// About which user, if one.
+    pub user_id: Option<UserId>,
+    /// About which method, if one.
+    pub method_id: Option<MethodId>,
+    /// In words.
+    pub description: String,
+}
+
+impl Change {
+    /// What the change is about, as a relative resource name.
+    pub fn subject(&self) -> String {
+        let mut subject = format!("customers/{}", self.customer_id);
+        if let Some(user) = self.user_id {
+            subject.push_str(&format!("/users/{user}"));
+        }
+        if let Some(method) = self.method_id {
+            subject.push_str(&format!("/authenticationMethods/{method}"));
+        }
+        subject
+    }
+}
+
+/// What differs between the stored plan of a user and the plan the state now gives. Empty
+/// when nothing the confirm would do has changed.
+pub fn changes(stored: &PlanItem, current: Option<&PlanItem>) -> Vec<Change> {
     let user = stored.user_id;
+    let change = |kind, method_id, description: String| Change {
+        kind,
+        customer_id: stored.customer_id,
+        user_id: Some(user),
+        method_id,
+        description,
+    };
     let Some(current) = current else {
-        return vec![format!("user {user} no longer exists")];
+        return vec![change(
+            ChangeKind::UserDeleted,
+            None,
+            format!("user {user} no longer exists"),
+        )];
     };
     let mut changes = Vec::new();
-    if stored.is_admin != current.is_admin {
-        changes.push(format!(
-            "user {user} admin flag changed to {}",
-            current.is_admin
+    if stored.admin != current.admin {
+        changes.push(change(
+            ChangeKind::UserAdminChanged,
+            None,
+            format!("user {user} admin flag changed to {}", current.admin),
         ));
     }
     let before: HashMap<_, _> = stored.methods.iter().map(|m| (m.id, m)).collect();
     let after: HashMap<_, _> = current.methods.iter().map(|m| (m.id, m)).collect();
     for m in &stored.methods {
         match after.get(&m.id) {
-            None => changes.push(format!(
-                "method {} ({}) of user {user} was removed",
-                m.id, m.kind
+            None => changes.push(change(
+                ChangeKind::MethodRemoved,
+                Some(m.id),
+                format!("method {} ({}) of user {user} was removed", m.id, m.kind),
             )),
             Some(now) if (now.kind, now.scope, now.state) != (m.kind, m.scope, m.state) => changes
-                .push(format!(
-                    "method {} ({}) of user {user} changed",
-                    m.id, m.kind
+                .push(change(
+                    ChangeKind::MethodChanged,
+                    Some(m.id),
+                    format!("method {} ({}) of user {user} changed", m.id, m.kind),
                 )),
             Some(_) => {}
         }
     }
     for m in &current.methods {
         if !before.contains_key(&m.id) {
-            changes.push(format!(
-                "method {} ({}) of user {user} was added",
-                m.id, m.kind
+            changes.push(change(
+                ChangeKind::MethodAdded,
+                Some(m.id),
+                format!("method {} ({}) of user {user} was added", m.id, m.kind),
             ));
         }
     }
@@ -285,7 +395,11 @@ pub fn changes(stored: &PlanItem, current: Option<&PlanItem>) -> Vec<String> {
         && (stored.skip_reason, dispositions(stored))
             != (current.skip_reason, dispositions(current))
     {
-        changes.push(format!("the plan for user {user} changed"));
+        changes.push(change(
+            ChangeKind::PlanChanged,
+            None,
+            format!("the plan for user {user} changed"),
+        ));
     }
     changes
 }
@@ -299,7 +413,6 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::domain::ids::{MethodId, UserId};
 
     fn method(kind: MethodKind, scope: MethodScope) -> Method {
         Method {
@@ -316,12 +429,12 @@ mod tests {
         }
     }
 
-    fn user(is_admin: bool, subject: &str) -> UserFacts {
+    fn user(admin: bool, subject: &str) -> UserFacts {
         UserFacts {
             id: UserId::new(),
             customer_id: CustomerId::new(),
             display_name: "U".into(),
-            is_admin,
+            admin,
             external_subject: Some(subject.into()),
         }
     }
@@ -421,19 +534,26 @@ mod tests {
         let phone = method(MethodKind::Phone, MethodScope::User);
         let stored = plan_user(&facts, std::slice::from_ref(&phone), &ALL, "c", true);
         assert!(changes(&stored, Some(&stored.clone())).is_empty());
-        let added = plan_user(
-            &facts,
-            &[phone.clone(), method(MethodKind::Email, MethodScope::User)],
-            &ALL,
-            "c",
-            true,
+        let email = method(MethodKind::Email, MethodScope::User);
+        let added = plan_user(&facts, &[phone.clone(), email.clone()], &ALL, "c", true);
+        let change = &changes(&stored, Some(&added))[0];
+        assert_eq!(change.kind, ChangeKind::MethodAdded);
+        assert_eq!(change.method_id, Some(email.id));
+        assert_eq!(
+            change.subject(),
+            format!(
+                "customers/{}/users/{}/authenticationMethods/{}",
+                facts.customer_id, facts.id, email.id
+            )
         );
-        assert!(changes(&stored, Some(&added))[0].contains("was added"));
         let removed = plan_user(&facts, &[], &ALL, "c", true);
-        assert!(changes(&stored, Some(&removed))[0].contains("was removed"));
+        assert_eq!(
+            changes(&stored, Some(&removed))[0].kind,
+            ChangeKind::MethodRemoved
+        );
         let promoted = plan_user(
             &UserFacts {
-                is_admin: true,
+                admin: true,
                 ..facts.clone()
             },
             &[phone],
@@ -441,7 +561,15 @@ mod tests {
             "c",
             true,
         );
-        assert!(changes(&stored, Some(&promoted))[0].contains("admin flag"));
-        assert!(changes(&stored, None)[0].contains("no longer exists"));
+        assert_eq!(
+            changes(&stored, Some(&promoted))[0].kind,
+            ChangeKind::UserAdminChanged
+        );
+        let gone = &changes(&stored, None)[0];
+        assert_eq!(gone.kind, ChangeKind::UserDeleted);
+        assert_eq!(
+            gone.subject(),
+            format!("customers/{}/users/{}", facts.customer_id, facts.id)
+        );
     }
 }

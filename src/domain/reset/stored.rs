@@ -1,5 +1,7 @@
-//! How a plan is kept in the database: the summary as JSON on `mfa_resets`, each user's
-//! planned methods as JSON on `mfa_reset_items`. Stored labels are already masked.
+//! How a plan is kept in the database: the per-customer summary as JSON on `mfa_resets`,
+//! each user's planned methods as JSON on `mfa_reset_items`. Stored labels are already
+//! masked. Summaries written by the first release (without skip reasons, kept methods or
+//! approval thresholds) read back with those counted as zero.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +10,7 @@ use uuid::Uuid;
 
 use super::{
     Disposition, MfaReset, PlanItem, PlannedMethod, ResetOptions, ResetState, SkipReason,
-    plan::{CustomerSummary, Summary, Totals},
+    plan::{Counts, CustomerSummary, Summary},
 };
 use crate::{
     domain::{
@@ -42,38 +44,35 @@ struct StoredCustomer {
     customer_id: Uuid,
     customer_name: String,
     mfa_policy: String,
+    #[serde(default)]
+    approval_threshold: u32,
     users_to_reset: u32,
     users_skipped: u32,
+    #[serde(default)]
+    skipped_by_reason: BTreeMap<String, u32>,
     #[serde(default)]
     users_to_register: u32,
     methods_to_delete: BTreeMap<String, u32>,
     methods_to_deactivate: BTreeMap<String, u32>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredTotals {
-    users_requested: u32,
-    users_to_reset: u32,
-    users_skipped: u32,
-    methods_to_delete: u32,
-    methods_to_deactivate: u32,
+    #[serde(default)]
     methods_to_keep: u32,
 }
 
+/// The stored summary. The first release also stored totals; they are the sum of the
+/// customers' counts and are no longer written.
 #[derive(Serialize, Deserialize)]
 struct StoredSummary {
     customers: Vec<StoredCustomer>,
-    totals: StoredTotals,
 }
 
-fn counts_out(counts: &BTreeMap<MethodKind, u32>) -> BTreeMap<String, u32> {
+fn kinds_out(counts: &BTreeMap<MethodKind, u32>) -> BTreeMap<String, u32> {
     counts
         .iter()
         .map(|(k, n)| (k.as_str().to_string(), *n))
         .collect()
 }
 
-fn counts_in(counts: BTreeMap<String, u32>) -> DomainResult<BTreeMap<MethodKind, u32>> {
+fn kinds_in(counts: BTreeMap<String, u32>) -> DomainResult<BTreeMap<MethodKind, u32>> {
     counts
         .into_iter()
         .map(|(k, n)| Ok((parse("kind", &k, MethodKind::parse)?, n)))
@@ -82,63 +81,63 @@ fn counts_in(counts: BTreeMap<String, u32>) -> DomainResult<BTreeMap<MethodKind,
 
 /// The summary as stored JSON.
 pub fn summary_json(summary: &Summary) -> String {
-    let t = &summary.totals;
     let stored = StoredSummary {
         customers: summary
             .customers
             .iter()
             .map(|c| StoredCustomer {
                 customer_id: c.customer_id.uuid(),
-                customer_name: c.customer_name.clone(),
+                customer_name: c.display_name.clone(),
                 mfa_policy: c.mfa_policy.as_str().to_string(),
-                users_to_reset: c.users_to_reset,
-                users_skipped: c.users_skipped,
-                users_to_register: c.users_to_register,
-                methods_to_delete: counts_out(&c.methods_to_delete),
-                methods_to_deactivate: counts_out(&c.methods_to_deactivate),
+                approval_threshold: c.approval_threshold,
+                users_to_reset: c.counts.users_to_reset,
+                users_skipped: c.counts.users_skipped,
+                skipped_by_reason: c
+                    .counts
+                    .skipped_by_reason
+                    .iter()
+                    .map(|(r, n)| (r.as_str().to_string(), *n))
+                    .collect(),
+                users_to_register: c.counts.users_to_register,
+                methods_to_delete: kinds_out(&c.counts.to_delete),
+                methods_to_deactivate: kinds_out(&c.counts.to_deactivate),
+                methods_to_keep: c.counts.methods_to_keep,
             })
             .collect(),
-        totals: StoredTotals {
-            users_requested: t.users_requested,
-            users_to_reset: t.users_to_reset,
-            users_skipped: t.users_skipped,
-            methods_to_delete: t.methods_to_delete,
-            methods_to_deactivate: t.methods_to_deactivate,
-            methods_to_keep: t.methods_to_keep,
-        },
     };
+    // Serializing these plain structs cannot fail.
     serde_json::to_string(&stored).unwrap_or_default()
 }
 
 fn summary_from_json(text: &str) -> DomainResult<Summary> {
     let stored: StoredSummary = serde_json::from_str(text).map_err(|_| broken("summary"))?;
-    let t = stored.totals;
-    Ok(Summary {
-        customers: stored
-            .customers
-            .into_iter()
-            .map(|c| {
-                Ok(CustomerSummary {
-                    customer_id: c.customer_id.into(),
-                    customer_name: c.customer_name,
-                    mfa_policy: parse("policy", &c.mfa_policy, MfaPolicy::parse)?,
+    let customers = stored
+        .customers
+        .into_iter()
+        .map(|c| {
+            Ok(CustomerSummary {
+                customer_id: c.customer_id.into(),
+                display_name: c.customer_name,
+                mfa_policy: parse("policy", &c.mfa_policy, MfaPolicy::parse)?,
+                approval_threshold: c.approval_threshold,
+                counts: Counts {
+                    users: c.users_to_reset + c.users_skipped,
                     users_to_reset: c.users_to_reset,
                     users_skipped: c.users_skipped,
+                    skipped_by_reason: c
+                        .skipped_by_reason
+                        .into_iter()
+                        .map(|(r, n)| Ok((parse("skip reason", &r, SkipReason::parse)?, n)))
+                        .collect::<DomainResult<_>>()?,
                     users_to_register: c.users_to_register,
-                    methods_to_delete: counts_in(c.methods_to_delete)?,
-                    methods_to_deactivate: counts_in(c.methods_to_deactivate)?,
-                })
+                    to_delete: kinds_in(c.methods_to_delete)?,
+                    to_deactivate: kinds_in(c.methods_to_deactivate)?,
+                    methods_to_keep: c.methods_to_keep,
+                },
             })
-            .collect::<DomainResult<_>>()?,
-        totals: Totals {
-            users_requested: t.users_requested,
-            users_to_reset: t.users_to_reset,
-            users_skipped: t.users_skipped,
-            methods_to_delete: t.methods_to_delete,
-            methods_to_deactivate: t.methods_to_deactivate,
-            methods_to_keep: t.methods_to_keep,
-        },
-    })
+        })
+        .collect::<DomainResult<_>>()?;
+    Ok(Summary { customers })
 }
 
 /// An item row for `reset_id` at `position`.
@@ -161,9 +160,10 @@ pub fn item_model(reset_id: ResetId, position: i32, item: &PlanItem) -> mfa_rese
         user_id: item.user_id.uuid(),
         position,
         display_name: item.display_name.clone(),
-        is_admin: item.is_admin,
+        is_admin: item.admin,
         skip_reason: item.skip_reason.map(|r| r.as_str().to_string()),
         planned_methods: serde_json::to_string(&methods).unwrap_or_default(),
+        external_subject: item.external_subject.clone(),
     }
 }
 
@@ -175,7 +175,8 @@ pub fn item_from_model(model: mfa_reset_items::Model) -> DomainResult<PlanItem> 
         customer_id: model.customer_id.into(),
         user_id: model.user_id.into(),
         display_name: model.display_name,
-        is_admin: model.is_admin,
+        external_subject: model.external_subject,
+        admin: model.is_admin,
         skip_reason: model
             .skip_reason
             .as_deref()
@@ -197,6 +198,14 @@ pub fn item_from_model(model: mfa_reset_items::Model) -> DomainResult<PlanItem> 
     })
 }
 
+/// Who did something to a reset, and when: both columns set, or neither counts.
+fn by(
+    who: Option<String>,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+    who.zip(at)
+}
+
 /// Reads a reset row, deriving EXPIRED from the clock. Its customers, in selection
 /// order, are those of its summary.
 pub fn reset_from_model(
@@ -204,7 +213,7 @@ pub fn reset_from_model(
     now: chrono::DateTime<chrono::Utc>,
 ) -> DomainResult<MfaReset> {
     let mut state = parse("state", &model.state, ResetState::parse)?;
-    if state == ResetState::Pending && now >= model.expires_at {
+    if state.is_open() && now >= model.expires_at {
         state = ResetState::Expired;
     }
     let method_kinds = if model.method_kinds.is_empty() {
@@ -230,8 +239,40 @@ pub fn reset_from_model(
         requested_by: model.requested_by,
         created_at: model.created_at,
         expires_at: model.expires_at,
-        confirmed_at: model.confirmed_at,
-        cancelled_at: model.cancelled_at,
+        approval_required: model.approval_required,
+        confirmed: by(model.confirmed_by, model.confirmed_at),
+        approved: by(model.approved_by, model.approved_at),
+        cancelled: by(model.cancelled_by, model.cancelled_at),
+        rejected: by(model.rejected_by, model.rejected_at),
+        rejection_reason: model.rejection_reason,
         summary,
     })
+}
+
+/// A new PENDING reset row.
+pub fn new_reset_model(reset: &MfaReset, request_id: Option<String>) -> mfa_resets::Model {
+    mfa_resets::Model {
+        id: reset.id.uuid(),
+        requested_by: reset.requested_by.clone(),
+        state: ResetState::Pending.as_str().to_string(),
+        scope: reset.options.scope.as_str().to_string(),
+        method_kinds: MethodKind::format_list(&reset.options.method_kinds),
+        reason: reset.reason.clone(),
+        etag: reset.etag.clone(),
+        request_id,
+        created_at: reset.created_at,
+        expires_at: reset.expires_at,
+        confirmed_at: None,
+        cancelled_at: None,
+        summary: summary_json(&reset.summary),
+        approval_required: reset.approval_required,
+        target_filter: None,
+        confirmed_by: None,
+        approved_by: None,
+        approved_at: None,
+        cancelled_by: None,
+        rejected_by: None,
+        rejected_at: None,
+        rejection_reason: None,
+    }
 }

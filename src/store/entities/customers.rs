@@ -1,6 +1,7 @@
 //! `customers`: the tenants. One row per customer with its MFA settings: the `mfa_policy`
 //! (`ENFORCED` or `OPTIONAL`, checked by the database) and the method kinds it has enabled.
-//! Names are unique across the service.
+//! Names are unique across the service. `approval_threshold` (0: never) is the size from which
+//! a reset needs four-eyes approval.
 
 use sea_orm::entity::prelude::*;
 
@@ -23,6 +24,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// When the customer's settings last changed.
     pub updated_at: DateTimeUtc,
+    /// Resets of at least this many of the customer's users need a second administrator's
+    /// approval; 0 means never.
+    pub approval_threshold: i32,
 }
 
 /// A customer owns its users and the role assignments that name it.

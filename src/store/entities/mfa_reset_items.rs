@@ -1,7 +1,8 @@
 //! `mfa_reset_items`: the per-user part of a reset summary, one row per user, numbered by
 //! `position` (unique within the reset) so that the summary pages by keyset. A user appears at
-//! most once per reset; the item's user must be a user of the item's customer, and that customer
-//! one of the reset's customers. `planned_methods` is a JSON array written by the domain (each
+//! most once per reset; the item's customer is one of the reset's customers. The item is a
+//! record of the plan and outlives its user (no foreign key to `users`): a user deleted while a
+//! reset names them makes the reset stale. `planned_methods` is a JSON array written by the domain (each
 //! method and its disposition); `skip_reason` is set when the user is skipped (`NOT_ENROLLED`,
 //! `PROTECTED_ADMIN`, `SELF`).
 
@@ -31,6 +32,8 @@ pub struct Model {
     /// JSON array of the user's methods and their dispositions.
     #[sea_orm(column_type = "Text")]
     pub planned_methods: String,
+    /// The user's external subject when planned.
+    pub external_subject: Option<String>,
 }
 
 /// An item belongs to a reset and names a user of one of its customers.

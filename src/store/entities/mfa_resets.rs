@@ -1,7 +1,7 @@
 //! `mfa_resets`: a stored summary (plan) of an MFA reset and its life cycle. Only
 //! `requested_by` may confirm or cancel it, before `expires_at`, with its `etag` (a digest of the
-//! planned state). `state` is `PENDING`, `CONFIRMED` or `CANCELLED` (checked by the database;
-//! EXPIRED is derived from `expires_at`). The customers it covers and its per-user items live in
+//! planned state). `state` is `PENDING`, `AWAITING_APPROVAL`, `CONFIRMED`, `CANCELLED` or
+//! `REJECTED` (checked by the database; EXPIRED is derived from `expires_at`). The customers it covers and its per-user items live in
 //! `mfa_reset_customers` and `mfa_reset_items`, and go with it.
 
 use sea_orm::entity::prelude::*;
@@ -15,7 +15,7 @@ pub struct Model {
     pub id: Uuid,
     /// The subject of the principal who asked for the summary.
     pub requested_by: String,
-    /// `PENDING`, `CONFIRMED` or `CANCELLED`.
+    /// The stored life-cycle state (see the module documentation).
     #[sea_orm(column_type = "String(StringLen::N(16))")]
     pub state: String,
     /// The reset scope option, e.g. `ALL` or `ORG_LEVEL`.
@@ -41,6 +41,26 @@ pub struct Model {
     /// JSON: the totals and per-customer summary shown when the reset was summarized.
     #[sea_orm(column_type = "Text")]
     pub summary: String,
+    /// Whether applying the reset needs a second administrator's approval.
+    pub approval_required: bool,
+    /// JSON: the user filter the reset was summarized by, if it was.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub target_filter: Option<String>,
+    /// Who confirmed the reset (its requester).
+    pub confirmed_by: Option<String>,
+    /// Who approved it.
+    pub approved_by: Option<String>,
+    /// When it was approved and applied.
+    pub approved_at: Option<DateTimeUtc>,
+    /// Who cancelled it (its requester).
+    pub cancelled_by: Option<String>,
+    /// Who rejected it.
+    pub rejected_by: Option<String>,
+    /// When it was rejected.
+    pub rejected_at: Option<DateTimeUtc>,
+    /// Why it was rejected.
+    #[sea_orm(column_type = "String(StringLen::N(500))", nullable)]
+    pub rejection_reason: Option<String>,
 }
 
 /// A reset has its customers and its items.

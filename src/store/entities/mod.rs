@@ -7,6 +7,7 @@
 pub mod audit_events;
 pub mod authentication_methods;
 pub mod customers;
+pub mod idempotency_keys;
 pub mod mfa_reset_customers;
 pub mod mfa_reset_items;
 pub mod mfa_resets;
@@ -18,6 +19,7 @@ pub mod prelude {
     pub use super::audit_events::Entity as AuditEvents;
     pub use super::authentication_methods::Entity as AuthenticationMethods;
     pub use super::customers::Entity as Customers;
+    pub use super::idempotency_keys::Entity as IdempotencyKeys;
     pub use super::mfa_reset_customers::Entity as MfaResetCustomers;
     pub use super::mfa_reset_items::Entity as MfaResetItems;
     pub use super::mfa_resets::Entity as MfaResets;

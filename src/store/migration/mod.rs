@@ -7,6 +7,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
+mod m20261201_000002_contract_v1;
 
 /// The service's migrations, oldest first. Run them with [`crate::store::migrate`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -15,6 +16,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_initial::Migration)]
+        vec![
+            Box::new(m20261125_000001_initial::Migration),
+            Box::new(m20261201_000002_contract_v1::Migration),
+        ]
     }
 }

@@ -1,20 +1,49 @@
 //! Audit events: built by the rules that make a change and written in that change's
-//! transaction; listed newest first.
+//! transaction; listed newest first. Every event is also the change event of what it records
+//! (DESIGN.md "Change events"): typed ([`AuditDetails`]), and, when it is about a user,
+//! carrying the user's external subject and MFA state right after the change.
+
+mod details;
+mod stored;
 
 use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use self::details::AuditDetails;
 use super::{
     Caller,
     error::{DomainError, DomainResult},
     ids::{AuditEventId, CustomerId, MethodId, ResetId, UserId},
-    model::AuditAction,
+    model::{AuditAction, User},
     paging::{Page, PageRequest},
     selection::Selection,
 };
 use crate::store::{self, entities::audit_events};
+
+/// A user as a change left them: what sign-in services need to act on the event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserAfter {
+    /// The user.
+    pub id: UserId,
+    /// The id the sign-in system knows them by.
+    pub external_subject: Option<String>,
+    /// Whether they must register MFA at their next sign-in.
+    pub mfa_registration_required: bool,
+    /// Their last MFA reset.
+    pub mfa_reset_at: Option<DateTime<Utc>>,
+}
+
+impl From<&User> for UserAfter {
+    fn from(user: &User) -> Self {
+        UserAfter {
+            id: user.id,
+            external_subject: user.external_subject.clone(),
+            mfa_registration_required: user.mfa_registration_required,
+            mfa_reset_at: user.mfa_reset_at,
+        }
+    }
+}
 
 /// An audit event about to be written or just read.
 #[derive(Clone, Debug)]
@@ -22,26 +51,24 @@ pub struct AuditEvent {
     /// Id: a v7 UUID made when the event is, so that ids sort by time (and, within this
     /// process, in creation order even inside one millisecond).
     pub id: AuditEventId,
-    /// Customer.
-    pub customer_id: CustomerId,
+    /// Customer; `None` for an event about a role on every customer (`*`).
+    pub customer_id: Option<CustomerId>,
     /// When.
     pub occurred_at: DateTime<Utc>,
-    /// Who (principal subject).
+    /// Who (principal subject, or the operator of a subcommand).
     pub actor: String,
-    /// What.
-    pub action: AuditAction,
-    /// About which user.
-    pub user_id: Option<UserId>,
+    /// About which user, as the change left them.
+    pub user: Option<UserAfter>,
     /// About which method.
     pub method_id: Option<MethodId>,
     /// Part of which reset.
     pub reset_id: Option<ResetId>,
     /// The caller's reason.
     pub reason: Option<String>,
-    /// The call's request id.
-    pub request_id: Option<String>,
-    /// What changed (never contact data).
-    pub details: Map<String, Value>,
+    /// The call's `x-request-id`.
+    pub correlation_id: Option<String>,
+    /// What changed; decides the action.
+    pub details: AuditDetails,
 }
 
 impl AuditEvent {
@@ -49,27 +76,42 @@ impl AuditEvent {
     pub fn new(
         caller: &Caller,
         customer_id: CustomerId,
-        action: AuditAction,
+        details: AuditDetails,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self::by(&caller.subject, Some(customer_id), details, now)
+            .correlation(caller.correlation_id.clone())
+    }
+
+    /// A new event by `actor` in `customer_id` (`None`: every customer), happening `now`.
+    pub fn by(
+        actor: &str,
+        customer_id: Option<CustomerId>,
+        details: AuditDetails,
         now: DateTime<Utc>,
     ) -> Self {
         AuditEvent {
             id: AuditEventId::new(),
             customer_id,
             occurred_at: now,
-            actor: caller.subject.clone(),
-            action,
-            user_id: None,
+            actor: actor.to_string(),
+            user: None,
             method_id: None,
             reset_id: None,
             reason: None,
-            request_id: caller.request_id.clone(),
-            details: Map::new(),
+            correlation_id: None,
+            details,
         }
     }
 
-    /// Sets the user.
-    pub fn user(mut self, user_id: UserId) -> Self {
-        self.user_id = Some(user_id);
+    /// What the event records.
+    pub fn action(&self) -> AuditAction {
+        self.details.action()
+    }
+
+    /// Sets the user the event is about, as the change left them.
+    pub fn user(mut self, user: UserAfter) -> Self {
+        self.user = Some(user);
         self
     }
 
@@ -79,31 +121,41 @@ impl AuditEvent {
         self
     }
 
+    /// Sets the reset.
+    pub fn reset(mut self, reset_id: ResetId) -> Self {
+        self.reset_id = Some(reset_id);
+        self
+    }
+
     /// Sets the reason; an empty reason is none.
     pub fn reason(mut self, reason: &str) -> Self {
         self.reason = (!reason.is_empty()).then(|| reason.to_string());
         self
     }
 
-    /// Adds one detail.
-    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.details.insert(key.to_string(), value.into());
+    /// Sets the correlation id (`x-request-id`).
+    pub fn correlation(mut self, correlation_id: Option<String>) -> Self {
+        self.correlation_id = correlation_id;
         self
     }
 
     fn into_model(self) -> audit_events::Model {
+        let action = self.action();
         audit_events::Model {
             id: self.id.uuid(),
-            customer_id: self.customer_id.uuid(),
+            customer_id: self.customer_id.map(CustomerId::uuid),
             occurred_at: self.occurred_at,
             actor: self.actor,
-            action: self.action.as_str().to_string(),
-            user_id: self.user_id.map(UserId::uuid),
+            action: action.as_str().to_string(),
+            user_id: self.user.as_ref().map(|u| u.id.uuid()),
             method_id: self.method_id.map(MethodId::uuid),
             reset_id: self.reset_id.map(ResetId::uuid),
             reason: self.reason,
-            request_id: self.request_id,
-            details: Value::Object(self.details).to_string(),
+            request_id: self.correlation_id,
+            details: stored::to_json(&self.details),
+            external_subject: self.user.as_ref().and_then(|u| u.external_subject.clone()),
+            mfa_registration_required: self.user.as_ref().map(|u| u.mfa_registration_required),
+            mfa_reset_at: self.user.as_ref().and_then(|u| u.mfa_reset_at),
         }
     }
 
@@ -111,21 +163,23 @@ impl AuditEvent {
         let action = AuditAction::parse(&model.action).ok_or_else(|| {
             DomainError::Internal(anyhow::anyhow!("unknown audit action {:?}", model.action))
         })?;
-        let details = match serde_json::from_str(&model.details) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
-        };
+        let details = stored::from_json(action, &model.details, &model.actor)?;
+        let user = model.user_id.map(|id| UserAfter {
+            id: id.into(),
+            external_subject: model.external_subject,
+            mfa_registration_required: model.mfa_registration_required.unwrap_or(false),
+            mfa_reset_at: model.mfa_reset_at,
+        });
         Ok(AuditEvent {
             id: model.id.into(),
-            customer_id: model.customer_id.into(),
+            customer_id: model.customer_id.map(Into::into),
             occurred_at: model.occurred_at,
             actor: model.actor,
-            action,
-            user_id: model.user_id.map(Into::into),
+            user,
             method_id: model.method_id.map(Into::into),
             reset_id: model.reset_id.map(Into::into),
             reason: model.reason,
-            request_id: model.request_id,
+            correlation_id: model.request_id,
             details,
         })
     }
@@ -141,7 +195,7 @@ pub fn v7_floor(at: DateTime<Utc>) -> Uuid {
     uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
 }
 
-/// Writes events, inside the caller's transaction, with one statement.
+/// Writes events, inside the caller's transaction, with one statement per chunk.
 pub async fn record(db: &impl ConnectionTrait, events: Vec<AuditEvent>) -> DomainResult<()> {
     let models = events.into_iter().map(AuditEvent::into_model).collect();
     store::audit::insert_many(db, models).await?;
@@ -155,8 +209,8 @@ pub struct AuditQuery {
     pub user_id: Option<UserId>,
     /// Only by this actor.
     pub actor: Option<String>,
-    /// Only this action.
-    pub action: Option<AuditAction>,
+    /// Only these actions; empty means every action.
+    pub actions: Vec<AuditAction>,
     /// At or after.
     pub start_time: Option<DateTime<Utc>>,
     /// Before.
@@ -177,7 +231,11 @@ pub async fn list(
     let filter = store::audit::AuditFilter {
         user_id: query.user_id.map(UserId::uuid),
         actor: query.actor.clone(),
-        action: query.action.map(|a| a.as_str().to_string()),
+        actions: query
+            .actions
+            .iter()
+            .map(|a| a.as_str().to_string())
+            .collect(),
         occurred_from: query.start_time,
         occurred_before: query.end_time,
         min_id: query.start_time.map(|t| v7_floor(t - margin)),

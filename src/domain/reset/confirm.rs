@@ -1,0 +1,294 @@
+//! The second phase: apply exactly the stored plan, once, all or nothing, in one transaction
+//! with an audit event per user reset, after checking that nothing the plan covers changed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use super::{
+    Current, Disposition, MfaReset, PlanItem, ResetState, SkipReason, current_plan, load_visible,
+    lost_race, plan, precheck_requester, require_requester, state_error, stored,
+};
+use crate::{
+    domain::{
+        Caller, Details, DomainError, DomainResult, Violation,
+        audit::{self, AuditDetails, AuditEvent, UserAfter},
+        idempotency::{self, Answer, Idempotency},
+        ids::{CustomerId, ResetId, UserId},
+        model::{Action, MfaPolicy},
+        reason::Reason,
+        selection::{Selection, list_ids},
+    },
+    store::{self, entities::mfa_resets, resets::Lock},
+};
+
+/// Changes listed in an ABORTED message before "and N more" (the PreconditionFailure
+/// lists more).
+const MAX_LISTED_CHANGES: usize = 20;
+
+/// Applies exactly the plan of a PENDING reset, once, in one transaction with an audit event
+/// per affected user. Confirming a confirmed reset (with its etag) returns it again and
+/// changes nothing; concurrent confirms queue on the reset's row lock.
+///
+/// On PostgreSQL the customers (shared), users and methods the plan covers are locked before
+/// they are read, so nothing can change between the staleness check and the writes; the
+/// writes also check that they touched exactly the planned rows.
+pub async fn confirm(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    idempotency: Idempotency<'_, MfaReset>,
+    id: ResetId,
+    etag: &str,
+) -> DomainResult<Answer<MfaReset>> {
+    precheck_requester(db, caller, id).await?;
+    idempotency::write(db, caller, idempotency, async |txn| {
+        let (mut reset, selection) = load_visible(txn, caller, id, true).await?;
+        require_requester(caller, &reset)?;
+        // The caller's roles now, not at summary time: a revoked role takes effect here.
+        selection.require(Action::ResetMfa)?;
+        if etag != reset.etag {
+            return Err(DomainError::Aborted {
+                reason: Reason::EtagMismatch,
+                message:
+                    "the etag is not this reset's; get the reset (or summarize again) and retry"
+                        .into(),
+                details: Details::default().with("reset_id", id),
+            });
+        }
+        match reset.state {
+            ResetState::Confirmed | ResetState::AwaitingApproval => return Ok(reset),
+            ResetState::Pending => {}
+            _ => return Err(state_error(&reset)),
+        }
+        if reset.summary.totals().users_to_reset == 0 {
+            return Err(DomainError::precondition(
+                Reason::NothingToReset,
+                "every user in this reset is skipped: MFA is not enabled for them, or they are protected",
+            )
+            .with_metadata("reset_id", id));
+        }
+        if reset.approval_required {
+            return Err(DomainError::Unimplemented {
+                rpc: "ConfirmMfaReset of a reset that needs approval",
+            });
+        }
+        selection.require_reset_options(reset.options.scope, &reset.options.method_kinds)?;
+
+        let stored_items: Vec<PlanItem> = store::resets::items(txn, id.uuid(), None, None, None)
+            .await?
+            .into_iter()
+            .map(stored::item_from_model)
+            .collect::<DomainResult<_>>()?;
+        let user_ids: Vec<_> = stored_items.iter().map(|i| i.user_id.uuid()).collect();
+        let users =
+            store::resets::users_in(txn, &selection.ids(), &user_ids, Lock::ForUpdate).await?;
+        let current = current_plan(
+            txn,
+            &selection,
+            users,
+            &reset.options,
+            &reset.requested_by,
+            Lock::ForUpdate,
+        )
+        .await?;
+        check_still_allowed(&stored_items, &current.items)?;
+        stale_check(&reset, &selection, &stored_items, &current.items)?;
+
+        let now = crate::domain::now();
+        apply(txn, caller, &reset, &selection, &stored_items, &current, now).await?;
+        let finished = store::resets::transition(
+            txn,
+            id.uuid(),
+            &[ResetState::Pending.as_str()],
+            ResetState::Confirmed.as_str(),
+            [
+                (mfa_resets::Column::ConfirmedBy, caller.subject.clone().into()),
+                (mfa_resets::Column::ConfirmedAt, now.into()),
+            ],
+        )
+        .await?;
+        if !finished {
+            return Err(lost_race());
+        }
+        tracing::info!(
+            reset_id = %id,
+            customers = reset.customer_ids.len(),
+            users = reset.summary.totals().users_to_reset,
+            "MFA reset confirmed"
+        );
+        reset.state = ResetState::Confirmed;
+        reset.confirmed = Some((caller.subject.clone(), now));
+        Ok(reset)
+    })
+    .await
+}
+
+/// A role downgrade since the summary (an admin planned for reset would now be
+/// protected) is a permission problem, not a stale plan.
+fn check_still_allowed(
+    stored: &[PlanItem],
+    current: &HashMap<UserId, PlanItem>,
+) -> DomainResult<()> {
+    let mut now_protected: Vec<CustomerId> = stored
+        .iter()
+        .filter(|s| s.skip_reason.is_none() && s.admin)
+        .filter(|s| {
+            current
+                .get(&s.user_id)
+                .is_some_and(|c| c.skip_reason == Some(SkipReason::ProtectedAdmin))
+        })
+        .map(|s| s.customer_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    if now_protected.is_empty() {
+        return Ok(());
+    }
+    now_protected.sort();
+    Err(DomainError::PermissionDenied {
+        reason: Reason::RoleTooWeak,
+        message: format!(
+            "your role no longer allows resetting admins in customer(s) {}",
+            list_ids(&now_protected).replace(',', ", ")
+        ),
+        customer_ids: now_protected,
+        action: Some(Action::ResetAdminMfa),
+    })
+}
+
+/// ABORTED (PLAN_STALE) listing everything that differs between the stored plan and the state
+/// now, or Ok when nothing does.
+fn stale_check(
+    reset: &MfaReset,
+    selection: &Selection,
+    stored: &[PlanItem],
+    current: &HashMap<UserId, PlanItem>,
+) -> DomainResult<()> {
+    let mut changes = Vec::new();
+    for summarized in &reset.summary.customers {
+        if let Some(customer) = selection.get(summarized.customer_id) {
+            if customer.mfa_policy != summarized.mfa_policy {
+                changes.push(plan::Change {
+                    kind: plan::ChangeKind::MfaPolicyChanged,
+                    customer_id: customer.id,
+                    user_id: None,
+                    method_id: None,
+                    description: format!(
+                        "customer {} MFA policy changed to {}",
+                        customer.id, customer.mfa_policy
+                    ),
+                });
+            }
+        }
+    }
+    for item in stored {
+        changes.extend(plan::changes(item, current.get(&item.user_id)));
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let more = changes.len().saturating_sub(MAX_LISTED_CHANGES);
+    let mut message = format!(
+        "the plan is stale; summarize again. Changed: {}",
+        changes
+            .iter()
+            .take(MAX_LISTED_CHANGES)
+            .map(|c| c.description.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    if more > 0 {
+        message.push_str(&format!("; and {more} more"));
+    }
+    let count = changes.len();
+    Err(DomainError::Aborted {
+        reason: Reason::PlanStale,
+        message,
+        details: Details {
+            violations: changes
+                .into_iter()
+                .map(|c| Violation::new(c.kind.as_str(), c.subject(), c.description))
+                .collect(),
+            metadata: Vec::new(),
+        }
+        .with("reset_id", reset.id)
+        .with("change_count", count),
+    })
+}
+
+/// The writes of a confirm: delete and deactivate the planned methods, mark the users, and
+/// write one audit event per affected user. A bounded number of statements: one per chunk of
+/// ids for each kind of write.
+async fn apply(
+    txn: &impl ConnectionTrait,
+    caller: &Caller,
+    reset: &MfaReset,
+    selection: &Selection,
+    items: &[PlanItem],
+    current: &Current,
+    now: DateTime<Utc>,
+) -> DomainResult<()> {
+    let customer_ids = selection.ids();
+    let policy = |c: CustomerId| {
+        selection
+            .get(c)
+            .map(|c| c.mfa_policy)
+            .unwrap_or(MfaPolicy::Optional)
+    };
+    let mut delete = Vec::new();
+    let mut deactivate = Vec::new();
+    let mut affected = Vec::new();
+    let mut registration_required = Vec::new();
+    let mut events = Vec::new();
+    for item in items.iter().filter(|i| i.skip_reason.is_none()) {
+        let mut deleted = BTreeMap::new();
+        let mut deactivated = BTreeMap::new();
+        for m in &item.methods {
+            let (ids, counts) = match m.disposition {
+                Disposition::Delete => (&mut delete, &mut deleted),
+                Disposition::Deactivate => (&mut deactivate, &mut deactivated),
+                Disposition::Keep => continue,
+            };
+            ids.push(m.id.uuid());
+            *counts.entry(m.kind).or_insert(0) += 1;
+        }
+        let required = plan::registration_required_after(item, policy(item.customer_id));
+        affected.push(item.user_id.uuid());
+        if required {
+            registration_required.push(item.user_id.uuid());
+        }
+        let after = UserAfter {
+            id: item.user_id,
+            external_subject: current
+                .items
+                .get(&item.user_id)
+                .and_then(|c| c.external_subject.clone()),
+            mfa_registration_required: required
+                || current.registration_required.contains(&item.user_id),
+            mfa_reset_at: Some(now),
+        };
+        let details = AuditDetails::MfaReset {
+            scope: reset.options.scope,
+            deleted,
+            deactivated,
+            requested_by: reset.requested_by.clone(),
+            approved_by: None,
+        };
+        let event = AuditEvent::new(caller, item.customer_id, details, now)
+            .user(after)
+            .reset(reset.id)
+            .reason(&reset.reason);
+        events.push(event);
+    }
+    let deleted = store::resets::delete_methods(txn, &customer_ids, &delete).await?;
+    let deactivated =
+        store::resets::deactivate_methods(txn, &customer_ids, &deactivate, now).await?;
+    if deleted != delete.len() as u64 || deactivated != deactivate.len() as u64 {
+        return Err(lost_race());
+    }
+    store::resets::mark_users_reset(txn, &customer_ids, &affected, &registration_required, now)
+        .await?;
+    audit::record(txn, events).await?;
+    Ok(())
+}
