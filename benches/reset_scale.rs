@@ -133,6 +133,7 @@ async fn run_case(
         rate_limit_per_minute: 0,
         shutdown_grace: Duration::from_secs(5),
         reset_ttl: Duration::from_secs(900),
+        request_id_purge_interval: Duration::from_secs(3600),
     };
     let app = Application::build(settings).await?;
     let addr = app.local_addr()?;

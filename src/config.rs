@@ -164,6 +164,9 @@ pub struct ServeArgs {
     /// How long a summarized MFA reset can be confirmed, in seconds.
     #[arg(long, env = "MFA_RESET_RESET_TTL_SECS", default_value_t = 15 * 60)]
     pub reset_ttl_secs: u64,
+    /// How often this replica deletes request ids (AIP-155) older than 24 hours, in seconds.
+    #[arg(long, env = "MFA_RESET_REQUEST_ID_PURGE_SECS", default_value_t = 3600)]
+    pub request_id_purge_secs: u64,
     /// Largest PostgreSQL connection pool per replica (SQLite uses a small fixed pool).
     #[arg(long, env = "MFA_RESET_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
@@ -227,6 +230,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How long a summarized reset can be confirmed.
     pub reset_ttl: Duration,
+    /// How often expired request ids are purged.
+    pub request_id_purge_interval: Duration,
 }
 
 impl Settings {
@@ -250,6 +255,7 @@ impl Settings {
             rate_limit_per_minute: serve.rate_limit_per_minute,
             shutdown_grace: Duration::from_secs(serve.shutdown_grace_secs),
             reset_ttl: Duration::from_secs(serve.reset_ttl_secs),
+            request_id_purge_interval: Duration::from_secs(serve.request_id_purge_secs.max(1)),
         }
     }
 }

@@ -133,6 +133,10 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
+        let purger = tokio::spawn(purge_request_ids(
+            self.state.db.clone(),
+            self.settings.request_id_purge_interval,
+        ));
         let google_rpc = google_rpc_file_descriptor_set()?;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -223,8 +227,25 @@ impl Application {
             result = serve => result.context("serving gRPC")?,
             () = grace_elapsed => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping unfinished calls"),
         }
+        purger.abort();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Deletes request ids (AIP-155) older than their lifetime, now and every `interval`. Every
+/// replica runs it; a key's lifetime is also checked when it is read, so a late purge changes
+/// no answer.
+async fn purge_request_ids(db: DatabaseConnection, interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match crate::domain::idempotency::purge_expired(&db).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired request ids"),
+            Err(err) => tracing::warn!(error = %err, "purging expired request ids failed"),
+        }
     }
 }
 

@@ -207,6 +207,7 @@ impl TestSettings for Settings {
             rate_limit_per_minute: 0,
             shutdown_grace: Duration::from_secs(10),
             reset_ttl: Duration::from_secs(900),
+            request_id_purge_interval: Duration::from_secs(3600),
         }
     }
 }

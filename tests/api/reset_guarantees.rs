@@ -6,16 +6,12 @@
 
 use std::{
     collections::HashSet,
-    panic::AssertUnwindSafe,
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus},
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
-use futures::{FutureExt, future::join_all};
+use futures::future::join_all;
 use mfa_reset::{
-    auth::{ServerSecret, mint_dev_token},
     config::Settings,
     proto::v1::{
         self as pb, audit_log_client::AuditLogClient,
@@ -28,7 +24,7 @@ use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbBackend, 
 use tonic::{Code, Status, transport::Channel};
 use uuid::Uuid;
 
-use crate::helpers::*;
+use crate::{helpers::*, replicas::*};
 
 /// The reason every reset here gives.
 const REASON: &str = "lost phone";
@@ -657,197 +653,16 @@ async fn an_expired_reset_cannot_be_confirmed(app: &TestApp) {
 // Replicas: one PostgreSQL, two processes.
 // ---------------------------------------------------------------------------------------
 
-/// `N` distinct free TCP ports on 127.0.0.1 (free when asked; the servers bind them right
-/// after). The listeners are held together so that no port is handed out twice.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: [std::net::TcpListener; N] =
-        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"));
-    listeners.map(|l| l.local_addr().expect("local address").port())
-}
-
-/// Environment variables that would override the flags a test passes to the binary.
-const BINARY_ENV: [&str; 6] = [
-    "MFA_RESET_DATABASE_URL",
-    "MFA_RESET_SECRET_FILE",
-    "MFA_RESET_DATA_DIR",
-    "MFA_RESET_JWT_PUBLIC_KEYS",
-    "MFA_RESET_JWKS_FILE",
-    "MFA_RESET_LISTEN",
-];
-
-/// One `mfa-reset serve` process.
-struct Replica {
-    name: &'static str,
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Replica {
-    fn start(
-        name: &'static str,
-        port: u16,
-        database_url: &str,
-        secret_file: &Path,
-        root: &Path,
-    ) -> Replica {
-        let addr = format!("127.0.0.1:{port}");
-        let log = root.join(format!("{name}.log"));
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mfa-reset"));
-        for var in BINARY_ENV {
-            command.env_remove(var);
-        }
-        let child = command
-            .args(["serve", "--listen", &addr, "--database-url", database_url])
-            .arg("--secret-file")
-            .arg(secret_file)
-            .arg("--data-dir")
-            .arg(root.join(format!("{name}-data")))
-            .args(["--log", "warn"])
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start mfa-reset serve");
-        Replica {
-            name,
-            child,
-            addr,
-            log,
-        }
-    }
-
-    /// Waits (at most 30 s) until the process accepts TCP connections.
-    async fn wait_until_listening(&mut self) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll the child") {
-                panic!("replica {} exited before listening: {status}", self.name);
-            }
-            if tokio::net::TcpStream::connect(&self.addr).await.is_ok() {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "replica {} did not listen on {} within 30 s",
-                self.name,
-                self.addr
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect")
-    }
-
-    /// SIGTERM, then the exit status (at most 15 s later).
-    async fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let kill = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(kill.success(), "kill -TERM {pid}: {kill}");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll the child") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "replica {} did not exit within 15 s of SIGTERM",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-/// Runs the binary as an operator would (`grant`, ...) and asserts it succeeded.
-fn operator(database_url: &str, root: &Path, args: &[&str]) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mfa-reset"));
-    for var in BINARY_ENV {
-        command.env_remove(var);
-    }
-    let output = command
-        .args(["--database-url", database_url])
-        .arg("--data-dir")
-        .arg(root.join("operator-data"))
-        .args(["--log", "warn"])
-        .args(args)
-        .output()
-        .expect("run mfa-reset");
-    assert!(
-        output.status.success(),
-        "mfa-reset {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_summary_made_on_one_process_is_confirmed_on_another() {
-    if !std::env::var(POSTGRES_URL_VAR).is_ok_and(|u| !u.is_empty()) {
-        eprintln!("{POSTGRES_URL_VAR} is not set: skipping the two-process PostgreSQL test");
-        return;
-    }
-    let database = TestDatabase::create(Backend::Postgres)
-        .await
-        .expect("a PostgreSQL test database");
-    let root = std::env::temp_dir().join(format!("mfa-reset-replicas-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&root).expect("temp dir");
-    // One secret for both, as replicas behind one load balancer share it (page tokens and
-    // bearer tokens of one are valid on the other).
-    let secret_file = root.join("shared").join("secret.key");
-    let [port_a, port_b] = free_ports();
-    let mut replicas = [
-        Replica::start("a", port_a, &database.url, &secret_file, &root),
-        Replica::start("b", port_b, &database.url, &secret_file, &root),
-    ];
-
-    let outcome = AssertUnwindSafe(summarize_on_a_confirm_on_b(
-        &database.url,
-        &root,
-        &secret_file,
-        &mut replicas,
-    ))
-    .catch_unwind()
-    .await;
-    for replica in &mut replicas {
-        if replica.child.try_wait().ok().flatten().is_none() {
-            let _ = replica.child.kill();
-            let _ = replica.child.wait();
-        }
-        if outcome.is_err() {
-            let log = std::fs::read_to_string(&replica.log).unwrap_or_default();
-            eprintln!("--- replica {} log ---\n{log}", replica.name);
-        }
-    }
-    database.drop_now().await;
-    let _ = std::fs::remove_dir_all(&root);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    with_two_replicas(|pair| Box::pin(summarize_on_a_confirm_on_b(pair))).await;
 }
 
-async fn summarize_on_a_confirm_on_b(
-    database_url: &str,
-    root: &Path,
-    secret_file: &Path,
-    replicas: &mut [Replica; 2],
-) {
-    for replica in replicas.iter_mut() {
-        replica.wait_until_listening().await;
-    }
-    let secret = ServerSecret::load_or_create(secret_file).expect("the replicas' secret");
-    let token = |subject: &str| {
-        mint_dev_token(&secret, subject, Duration::from_secs(600), ISSUER, AUDIENCE).expect("token")
-    };
+async fn summarize_on_a_confirm_on_b(pair: &mut Pair) {
+    let (database_url, root) = (pair.database_url.clone(), pair.root.clone());
+    let (database_url, root) = (database_url.as_str(), root.as_path());
+    let token = |subject: &str| token_with(&pair.secret, subject);
+    let replicas = &mut pair.replicas;
     let (provisioner, admin) = ("replica-provisioner", "replica-admin");
     operator(
         database_url,
