@@ -233,11 +233,12 @@ impl Application {
     }
 }
 
-/// Deletes request ids (AIP-155) older than their lifetime, now and every `interval`. Every
-/// replica runs it; a key's lifetime is also checked when it is read, so a late purge changes
-/// no answer.
+/// Deletes request ids (AIP-155) older than their lifetime, every `interval` (first after one
+/// interval, so that start-up does no work for it). Every replica runs it; a key's lifetime is
+/// also checked when it is read, so a late purge changes no answer.
 async fn purge_request_ids(db: DatabaseConnection, interval: std::time::Duration) {
-    let mut ticks = tokio::time::interval(interval);
+    let first = tokio::time::Instant::now() + interval;
+    let mut ticks = tokio::time::interval_at(first, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;

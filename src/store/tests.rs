@@ -418,3 +418,280 @@ fn with_database_replaces_only_the_path() {
         "postgres://h:5432/x"
     );
 }
+
+#[tokio::test]
+async fn sqlite_upgrades_a_first_release_database_keeping_its_rows() {
+    let file = SqliteFile::new();
+    let db = connect(&file.url()).await.unwrap();
+    upgrade_keeps_rows(&db).await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_upgrades_a_first_release_database_keeping_its_rows() {
+    let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
+        eprintln!("{POSTGRES_URL_VAR} is not set; skipping the PostgreSQL run");
+        return;
+    };
+    with_fresh_postgres(&admin_url, |db| async move {
+        upgrade_keeps_rows(&db).await;
+        db.close().await.unwrap();
+    })
+    .await;
+}
+
+/// Runs `sql` with `?` placeholders (rewritten to `$n` for PostgreSQL) and `values`.
+async fn run_sql(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            let mut n = 0;
+            sql.chars()
+                .map(|c| {
+                    if c == '?' {
+                        n += 1;
+                        format!("${n}")
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        }
+        _ => sql.to_string(),
+    };
+    db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await
+        .unwrap();
+}
+
+/// A database written by the first release (migration 1 only, rows in its shape) is brought
+/// to the current schema by `migrate` without losing a row; what the new schema allows
+/// works; and going back down to the first release keeps what it can hold.
+async fn upgrade_keeps_rows(db: &DatabaseConnection) {
+    use super::entities::{audit_events, mfa_reset_customers, mfa_reset_items, mfa_resets};
+
+    Migrator::up(db, Some(1)).await.unwrap();
+    let now = Utc::now().trunc_subsecs(6);
+    let (customer, user, confirmed, pending, event) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    run_sql(
+        db,
+        "INSERT INTO customers (id, name, mfa_policy, enabled_method_kinds, created_at, updated_at) \
+         VALUES (?, 'Old Co', 'ENFORCED', 'PHONE', ?, ?)",
+        vec![customer.into(), now.into(), now.into()],
+    )
+    .await;
+    run_sql(
+        db,
+        "INSERT INTO users (id, customer_id, external_subject, display_name, display_name_folded, \
+         email, is_admin, mfa_registration_required, mfa_reset_at, created_at, updated_at) \
+         VALUES (?, ?, 'old|1', 'Old User', 'old user', 'old@example.com', false, true, ?, ?, ?)",
+        vec![
+            user.into(),
+            customer.into(),
+            now.into(),
+            now.into(),
+            now.into(),
+        ],
+    )
+    .await;
+    let summary = r#"{"customers":[{"customer_id":"CUSTOMER","customer_name":"Old Co","mfa_policy":"ENFORCED","users_to_reset":1,"users_skipped":0,"methods_to_delete":{"PHONE":1},"methods_to_deactivate":{}}],"totals":{"users_requested":1,"users_to_reset":1,"users_skipped":0,"methods_to_delete":1,"methods_to_deactivate":0,"methods_to_keep":0}}"#
+        .replace("CUSTOMER", &customer.to_string());
+    for (id, state, confirmed_at) in [
+        (confirmed, "CONFIRMED", Some(now)),
+        (pending, "PENDING", None),
+    ] {
+        run_sql(
+            db,
+            "INSERT INTO mfa_resets (id, requested_by, state, scope, method_kinds, reason, etag, \
+             request_id, created_at, expires_at, confirmed_at, cancelled_at, summary) \
+             VALUES (?, 'old-admin', ?, 'ALL', '', 'lost phone', 'etag', NULL, ?, ?, ?, NULL, ?)",
+            vec![
+                id.into(),
+                state.into(),
+                now.into(),
+                (now + chrono::Duration::minutes(15)).into(),
+                confirmed_at.into(),
+                summary.clone().into(),
+            ],
+        )
+        .await;
+        run_sql(
+            db,
+            "INSERT INTO mfa_reset_customers (reset_id, customer_id) VALUES (?, ?)",
+            vec![id.into(), customer.into()],
+        )
+        .await;
+        run_sql(
+            db,
+            "INSERT INTO mfa_reset_items (reset_id, customer_id, user_id, position, display_name, \
+             is_admin, skip_reason, planned_methods) VALUES (?, ?, ?, 0, 'Old User', false, NULL, '[]')",
+            vec![id.into(), customer.into(), user.into()],
+        )
+        .await;
+    }
+    run_sql(
+        db,
+        "INSERT INTO audit_events (id, customer_id, occurred_at, actor, action, user_id, method_id, \
+         reset_id, reason, request_id, details) VALUES (?, ?, ?, 'old-admin', 'MFA_RESET', ?, NULL, ?, \
+         'lost phone', 'req-1', ?)",
+        vec![
+            event.into(),
+            customer.into(),
+            now.into(),
+            user.into(),
+            confirmed.into(),
+            r#"{"methods_deactivated":{},"methods_deleted":{"PHONE":1},"mfa_registration_required":true,"scope":"ALL"}"#.into(),
+        ],
+    )
+    .await;
+
+    migrate(db).await.unwrap();
+
+    let customer_row = customers::Entity::find_by_id(customer)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(customer_row.approval_threshold, 0);
+    let confirmed_row = mfa_resets::Entity::find_by_id(confirmed)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(confirmed_row.state, "CONFIRMED");
+    assert_eq!(confirmed_row.confirmed_by.as_deref(), Some("old-admin"));
+    assert_eq!(confirmed_row.confirmed_at, Some(now));
+    assert_eq!(confirmed_row.summary, summary);
+    assert!(!confirmed_row.approval_required);
+    let pending_row = mfa_resets::Entity::find_by_id(pending)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (pending_row.state.as_str(), pending_row.confirmed_by),
+        ("PENDING", None)
+    );
+    assert_eq!(
+        mfa_reset_items::Entity::find().all(db).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        mfa_reset_customers::Entity::find()
+            .all(db)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let event_row = audit_events::Entity::find_by_id(event)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event_row.customer_id, Some(customer));
+    assert_eq!(event_row.request_id.as_deref(), Some("req-1"));
+    assert_eq!(
+        event_row.external_subject.as_deref(),
+        Some("old|1"),
+        "backfilled"
+    );
+    assert_eq!(
+        event_row.mfa_registration_required,
+        Some(true),
+        "from its details"
+    );
+    assert_eq!(event_row.mfa_reset_at, Some(now));
+    if db.get_database_backend() == DbBackend::Sqlite {
+        let broken = db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA foreign_key_check",
+            ))
+            .await
+            .unwrap();
+        assert!(
+            broken.is_empty(),
+            "every foreign key holds after the rebuild"
+        );
+        for index in [
+            "idx_audit_events_customer_action",
+            "idx_mfa_resets_requested_by",
+            "idx_mfa_reset_customers_customer",
+            "idx_mfa_reset_items_reset_customer",
+        ] {
+            let found = db
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?",
+                    [index.into()],
+                ))
+                .await
+                .unwrap();
+            assert!(found.is_some(), "{index} exists after the rebuild");
+        }
+    }
+
+    // What the new schema allows: the new states, events on every customer, and a user
+    // deleted while a reset's item names them.
+    run_sql(
+        db,
+        "UPDATE mfa_resets SET state = 'AWAITING_APPROVAL' WHERE id = ?",
+        vec![pending.into()],
+    )
+    .await;
+    let mut wildcard = audit_events::ActiveModel::from(event_row.clone());
+    wildcard.id = Set(Uuid::now_v7());
+    wildcard.customer_id = Set(None);
+    wildcard.action = Set("ROLE_GRANTED".into());
+    wildcard.insert(db).await.unwrap();
+    let bad_state = db
+        .execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            match db.get_database_backend() {
+                DbBackend::Postgres => "UPDATE mfa_resets SET state = 'BOGUS' WHERE id = $1",
+                _ => "UPDATE mfa_resets SET state = 'BOGUS' WHERE id = ?",
+            },
+            [confirmed.into()],
+        ))
+        .await;
+    assert!(bad_state.is_err(), "the state is still checked");
+    users::Entity::delete_by_id(user).exec(db).await.unwrap();
+    assert_eq!(
+        mfa_reset_items::Entity::find().all(db).await.unwrap().len(),
+        2
+    );
+    // A reset still takes its customers and items with it.
+    mfa_resets::Entity::delete_by_id(confirmed)
+        .exec(db)
+        .await
+        .unwrap();
+    assert_eq!(
+        mfa_reset_items::Entity::find().all(db).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        mfa_reset_customers::Entity::find()
+            .all(db)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Down to the first release: what it cannot hold goes (the awaiting reset, the item of
+    // the deleted user, the event on every customer), the rest stays.
+    Migrator::down(db, Some(1)).await.unwrap();
+    let count = |table: &'static str| async move { count_rows(db, table).await };
+    assert_eq!(count("mfa_resets").await, 0);
+    assert_eq!(count("mfa_reset_items").await, 0);
+    assert_eq!(count("audit_events").await, 1);
+    assert_eq!(count("customers").await, 1);
+    migrate(db).await.unwrap();
+}

@@ -18,6 +18,7 @@ mod paging;
 mod rate_limit;
 mod replicas;
 mod reset_guarantees;
+mod reset_lists;
 mod resets;
 mod server_features;
 mod users;

@@ -634,6 +634,29 @@ async fn a_summary_where_everyone_is_skipped_has_nothing_to_reset(app: &TestApp)
     assert!(status.message().contains("MFA is not enabled"));
 }
 
+/// The changes a PLAN_STALE status lists in its PreconditionFailure: (type, subject).
+fn stale_changes(status: &tonic::Status) -> Vec<(String, String)> {
+    let details = tonic_types::StatusExt::get_error_details(status);
+    let info = details.error_info().expect("ErrorInfo");
+    let changes: Vec<(String, String)> = details
+        .precondition_failure()
+        .expect("a PreconditionFailure lists the changes")
+        .violations
+        .iter()
+        .map(|v| (v.r#type.clone(), v.subject.clone()))
+        .collect();
+    assert_eq!(info.metadata["change_count"], changes.len().to_string());
+    changes
+}
+
+fn user_subject(user: &pb::User) -> String {
+    format!("customers/{}/users/{}", user.customer_id, user.id)
+}
+
+fn method_subject(user: &pb::User, method_id: &str) -> String {
+    format!("{}/authenticationMethods/{method_id}", user_subject(user))
+}
+
 backend_test!(a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied);
 async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app: &TestApp) {
     let w = world(app).await;
@@ -664,6 +687,17 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
         status.message().contains(&added.id) && status.message().contains("was added"),
         "{}",
         status.message()
+    );
+    assert_eq!(
+        stale_changes(&status),
+        [("METHOD_ADDED".into(), method_subject(&w.alice, &added.id))]
+    );
+    assert_eq!(
+        tonic_types::StatusExt::get_error_details(&status)
+            .error_info()
+            .unwrap()
+            .metadata["reset_id"],
+        pending.id
     );
     assert_eq!(methods_of(app, &w.alice).await.len(), 3, "nothing applied");
     assert_eq!(
@@ -700,6 +734,10 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
         "{}",
         status.message()
     );
+    assert_eq!(
+        stale_changes(&status),
+        [("METHOD_REMOVED".into(), method_subject(&w.alice, &added.id))]
+    );
 
     // A method changed since the summary: the hardware token was deactivated.
     let pending = summarize(app, ADMIN, summarize_request(&[&w.enforced], &[&w.root]))
@@ -733,6 +771,10 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
         status.message().contains(&token.id) && status.message().contains("changed"),
         "{}",
         status.message()
+    );
+    assert_eq!(
+        stale_changes(&status),
+        [("METHOD_CHANGED".into(), method_subject(&w.root, &token.id))]
     );
     assert_eq!(methods_of(app, &w.root).await.len(), 2, "nothing deleted");
 
@@ -770,9 +812,244 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
         "{}",
         status.message()
     );
+    assert_eq!(
+        stale_changes(&status),
+        [("USER_ADMIN_CHANGED".into(), user_subject(&w.alice))]
+    );
     assert_eq!(methods_of(app, &w.alice).await.len(), 2);
     let alice = get_user(app, &w.enforced.id, &w.alice.id).await.unwrap();
     assert!(alice.mfa_reset_time.is_none());
+
+    // The customer's MFA policy changed since the summary.
+    let pending = summarize(
+        app,
+        ADMIN,
+        summarize_request(&[&w.enforced], &[&w.me, &w.root]),
+    )
+    .await
+    .unwrap()
+    .mfa_reset
+    .unwrap();
+    app.customers()
+        .set_mfa_policy(authed(
+            pb::SetMfaPolicyRequest {
+                customer_id: w.enforced.id.clone(),
+                mfa_policy: pb::MfaPolicy::Optional.into(),
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap();
+    let status = assert_error(
+        confirm(app, ADMIN, &pending).await,
+        Code::Aborted,
+        "PLAN_STALE",
+    );
+    assert_eq!(
+        stale_changes(&status),
+        [(
+            "MFA_POLICY_CHANGED".into(),
+            format!("customers/{}", w.enforced.id)
+        )]
+    );
+    assert_eq!(methods_of(app, &w.root).await.len(), 2, "nothing applied");
+}
+
+backend_test!(a_user_deleted_by_directory_sync_makes_a_pending_reset_stale);
+async fn a_user_deleted_by_directory_sync_makes_a_pending_reset_stale(app: &TestApp) {
+    let w = world(app).await;
+    let pending = summarize(
+        app,
+        ADMIN,
+        summarize_request(&[&w.enforced], &[&w.alice, &w.root]),
+    )
+    .await
+    .unwrap()
+    .mfa_reset
+    .unwrap();
+    app.users()
+        .delete_user(authed(
+            pb::DeleteUserRequest {
+                customer_id: w.enforced.id.clone(),
+                user_id: w.alice.id.clone(),
+                ..Default::default()
+            },
+            &app.token(PROVISIONER),
+        ))
+        .await
+        .expect("directory sync deletes Alice");
+    let status = assert_error(
+        confirm(app, ADMIN, &pending).await,
+        Code::Aborted,
+        "PLAN_STALE",
+    );
+    assert_eq!(
+        stale_changes(&status),
+        [("USER_DELETED".into(), user_subject(&w.alice))]
+    );
+    assert_eq!(methods_of(app, &w.root).await.len(), 2, "nothing applied");
+    // The stored plan still shows what it would have done.
+    let items = app
+        .users()
+        .list_mfa_reset_items(authed(
+            pb::ListMfaResetItemsRequest {
+                reset_id: pending.id.clone(),
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].user_id, w.alice.id);
+}
+
+backend_test!(every_unknown_user_of_a_summary_is_listed_in_one_not_found);
+async fn every_unknown_user_of_a_summary_is_listed_in_one_not_found(app: &TestApp) {
+    let w = world(app).await;
+    let unknown: Vec<String> = (0..3).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let request = pb::UsersSummarizeMfaResetRequest {
+        customer_ids: vec![w.enforced.id.clone()],
+        target: Some(pb::users_summarize_mfa_reset_request::Target::Users(
+            pb::UserReferences {
+                // Alice is found; the stranger exists, in another customer; three exist
+                // nowhere; two subjects name nobody in the selection.
+                user_ids: [
+                    vec![w.alice.id.clone(), w.stranger.id.clone()],
+                    unknown.clone(),
+                ]
+                .concat(),
+                external_subjects: vec!["olga-sub".into(), "nobody-sub".into()],
+            },
+        )),
+        reason: "many unknown".into(),
+        ..Default::default()
+    };
+    let status = assert_error(
+        summarize(app, ADMIN, request).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    let named: Vec<String> = tonic_types::StatusExt::get_error_details_vec(&status)
+        .into_iter()
+        .filter_map(|d| match d {
+            tonic_types::ErrorDetail::ResourceInfo(r) => Some(r.resource_name),
+            _ => None,
+        })
+        .collect();
+    let mut expected = vec![w.stranger.id.clone()];
+    expected.extend(unknown);
+    expected.extend([
+        "external_subject/olga-sub".into(),
+        "external_subject/nobody-sub".into(),
+    ]);
+    assert_eq!(named, expected, "every one, in request order");
+    let info = tonic_types::StatusExt::get_error_details(&status)
+        .error_info()
+        .cloned()
+        .unwrap();
+    assert_eq!(info.metadata["not_found_count"], "6");
+    assert_eq!(info.metadata["resource_type"], "mfareset.v1.User");
+    assert!(
+        !status.message().contains(&w.alice.id),
+        "{}",
+        status.message()
+    );
+}
+
+backend_test!(a_reset_names_its_users_by_the_subjects_the_sign_in_system_knows);
+async fn a_reset_names_its_users_by_the_subjects_the_sign_in_system_knows(app: &TestApp) {
+    let w = world(app).await;
+    let by_subject = |subjects: &[&str], ids: &[&str]| pb::UsersSummarizeMfaResetRequest {
+        customer_ids: vec![w.enforced.id.clone(), w.optional.id.clone()],
+        target: Some(pb::users_summarize_mfa_reset_request::Target::Users(
+            pb::UserReferences {
+                user_ids: ids.iter().map(|s| s.to_string()).collect(),
+                external_subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            },
+        )),
+        reason: "by subject".into(),
+        ..Default::default()
+    };
+    let summary = summarize(
+        app,
+        ADMIN,
+        by_subject(&["root-sub", "alice-sub"], &[&w.olga.id]),
+    )
+    .await
+    .unwrap();
+    let order: Vec<&str> = summary.items.iter().map(|i| i.user_id.as_str()).collect();
+    assert_eq!(
+        order,
+        [w.olga.id.as_str(), w.root.id.as_str(), w.alice.id.as_str()],
+        "ids first, then subjects, each in request order"
+    );
+    assert_eq!(summary.items[1].external_subject, "root-sub");
+    let confirmed = confirm(app, ADMIN, summary.mfa_reset.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(confirmed.state(), pb::MfaResetState::Confirmed);
+    assert!(methods_of(app, &w.alice).await.is_empty());
+
+    // Naming one user twice (by id and by subject) is INVALID_ARGUMENT.
+    let twice = summarize(app, ADMIN, by_subject(&["olga-sub"], &[&w.olga.id])).await;
+    let status = assert_error(twice, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), ["users.external_subjects[0]"]);
+}
+
+backend_test!(cancelling_records_an_event_in_every_customer_of_the_reset);
+async fn cancelling_records_an_event_in_every_customer_of_the_reset(app: &TestApp) {
+    let w = world(app).await;
+    let pending = summarize(
+        app,
+        ADMIN,
+        summarize_request(&[&w.enforced, &w.optional], &[&w.alice, &w.bob]),
+    )
+    .await
+    .unwrap()
+    .mfa_reset
+    .unwrap();
+    let cancelled = app
+        .users()
+        .cancel_mfa_reset(authed(
+            pb::CancelMfaResetRequest {
+                reset_id: pending.id.clone(),
+                reason: "wrong ticket".into(),
+                request_id: String::new(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .mfa_reset
+        .unwrap();
+    assert_eq!(cancelled.state(), pb::MfaResetState::Cancelled);
+    assert_eq!(cancelled.cancelled_by, ADMIN);
+    assert!(cancelled.cancel_time.is_some());
+    let events = audit_events(
+        app,
+        &[&w.enforced.id, &w.optional.id],
+        pb::AuditAction::ResetCancelled,
+        "",
+    )
+    .await;
+    let mut customers: Vec<&str> = events.iter().map(|e| e.customer_id.as_str()).collect();
+    customers.sort();
+    let mut expected = vec![w.enforced.id.as_str(), w.optional.id.as_str()];
+    expected.sort();
+    assert_eq!(customers, expected, "one event per customer of the reset");
+    assert!(events.iter().all(|e| e.reset_id == pending.id
+        && e.reason == "wrong ticket"
+        && e.details
+            == Some(pb::audit_event::Details::ResetCancelled(
+                pb::ResetCancelledDetails {
+                    previous_state: pb::MfaResetState::Pending.into()
+                }
+            ))));
 }
 
 backend_test!(a_revoked_role_takes_effect_at_confirm);

@@ -3,6 +3,7 @@
 use mfa_reset::proto::v1::{self as pb};
 use prost_types::FieldMask;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::helpers::*;
 
@@ -250,4 +251,173 @@ async fn admins_and_readers_cannot_provision_users(app: &TestApp) {
             .await;
         assert_error(refused, Code::PermissionDenied, "ROLE_TOO_WEAK");
     }
+}
+
+async fn get_by_subject(
+    app: &TestApp,
+    customer_ids: &[&str],
+    subject: &str,
+) -> Result<pb::User, tonic::Status> {
+    app.users()
+        .get_user(authed(
+            pb::GetUserRequest {
+                customer_ids: customer_ids.iter().map(|id| id.to_string()).collect(),
+                user: Some(pb::get_user_request::User::ExternalSubject(subject.into())),
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .map(|r| r.into_inner().user.expect("user"))
+}
+
+backend_test!(finds_a_user_by_the_subject_the_sign_in_system_knows);
+async fn finds_a_user_by_the_subject_the_sign_in_system_knows(app: &TestApp) {
+    let w = world(app).await;
+    let both = [w.enforced.id.as_str(), w.optional.id.as_str()];
+    let alice = get_by_subject(app, &both, "alice-sub").await.unwrap();
+    assert_eq!(alice.id, w.alice.id);
+    assert_eq!(alice.external_subject, "alice-sub");
+    // Outside the selection it is not found, though it exists.
+    let status = assert_error(
+        get_by_subject(app, &[&w.optional.id], "alice-sub").await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    let info = status.get_error_details();
+    assert_eq!(
+        info.resource_info().map(|r| r.resource_name.as_str()),
+        Some("external_subject/alice-sub")
+    );
+    // The same subject in two selected customers names no single user.
+    app.create_user(&w.optional.id, "Alice Twin", false, "alice-sub")
+        .await;
+    let status = assert_error(
+        get_by_subject(app, &both, "alice-sub").await,
+        Code::FailedPrecondition,
+        "EXTERNAL_SUBJECT_AMBIGUOUS",
+    );
+    let details = status.get_error_details();
+    let mut subjects: Vec<String> = details
+        .precondition_failure()
+        .expect("PreconditionFailure")
+        .violations
+        .iter()
+        .map(|v| v.subject.clone())
+        .collect();
+    subjects.sort();
+    let mut expected = vec![
+        format!("customers/{}", w.enforced.id),
+        format!("customers/{}", w.optional.id),
+    ];
+    expected.sort();
+    assert_eq!(subjects, expected);
+    assert_eq!(
+        details.error_info().unwrap().metadata["customer_count"],
+        "2"
+    );
+    // Naming one customer settles it.
+    let twin = get_by_subject(app, &[&w.optional.id], "alice-sub")
+        .await
+        .unwrap();
+    assert_eq!(twin.display_name, "Alice Twin");
+
+    // ListUsers filters by subjects, exactly.
+    let listed = list(
+        app,
+        pb::ListUsersRequest {
+            customer_ids: both.iter().map(|id| id.to_string()).collect(),
+            external_subjects: vec!["root-sub".into(), "olga-sub".into(), "alice".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(names(&listed), ["Root Admin", "Olga Admin"]);
+
+    // Neither id nor subject: INVALID_ARGUMENT.
+    let none = app
+        .users()
+        .get_user(authed(
+            pb::GetUserRequest {
+                customer_ids: vec![w.enforced.id.clone()],
+                user: None,
+            },
+            &app.token(ADMIN),
+        ))
+        .await;
+    let status = assert_error(none, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), ["user_id"]);
+}
+
+backend_test!(a_provisioner_deletes_a_user_with_their_methods_in_one_audited_change);
+async fn a_provisioner_deletes_a_user_with_their_methods_in_one_audited_change(app: &TestApp) {
+    let w = world(app).await;
+    let delete = |subject: &str, user: &pb::User| {
+        let request = pb::DeleteUserRequest {
+            customer_id: user.customer_id.clone(),
+            user_id: user.id.clone(),
+            reason: "left the company".into(),
+            request_id: String::new(),
+        };
+        let token = app.token(subject);
+        let mut users = app.users();
+        async move { users.delete_user(authed(request, &token)).await }
+    };
+    // Admins may reset MFA, not delete users.
+    assert_error(
+        delete(ADMIN, &w.alice).await,
+        Code::PermissionDenied,
+        "ROLE_TOO_WEAK",
+    );
+    let deleted = delete(PROVISIONER, &w.alice)
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(
+        deleted.user.as_ref().map(|u| u.id.as_str()),
+        Some(w.alice.id.as_str())
+    );
+    assert_eq!(deleted.methods_deleted_count, 2);
+    assert_error(
+        get_user(app, &w.enforced.id, &w.alice.id).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    let methods = app
+        .methods()
+        .list_users_with_methods(authed(
+            pb::ListUsersWithMethodsRequest {
+                customer_ids: vec![w.enforced.id.clone()],
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        methods
+            .users
+            .iter()
+            .all(|u| u.user.as_ref().unwrap().id != w.alice.id)
+    );
+    let events = audit_events(app, &[&w.enforced.id], pb::AuditAction::UserDeleted, "").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].user_id, w.alice.id);
+    assert_eq!(events[0].external_subject, "alice-sub");
+    assert_eq!(events[0].reason, "left the company");
+    assert_eq!(
+        events[0].details,
+        Some(pb::audit_event::Details::UserDeleted(
+            pb::UserDeletedDetails {
+                admin: false,
+                methods_deleted_count: 2,
+            }
+        ))
+    );
+    // Gone is gone: a second delete is NOT_FOUND.
+    assert_error(
+        delete(PROVISIONER, &w.alice).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
 }

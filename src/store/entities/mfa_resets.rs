@@ -16,7 +16,7 @@ pub struct Model {
     /// The subject of the principal who asked for the summary.
     pub requested_by: String,
     /// The stored life-cycle state (see the module documentation).
-    #[sea_orm(column_type = "String(StringLen::N(16))")]
+    #[sea_orm(column_type = "String(StringLen::N(32))")]
     pub state: String,
     /// The reset scope option, e.g. `ALL` or `ORG_LEVEL`.
     #[sea_orm(column_type = "String(StringLen::N(16))")]

@@ -2,7 +2,8 @@
 //! user's state, the customer's approval threshold, and AIP-155 request ids.
 //!
 //! - `customers.approval_threshold` (default 0: never).
-//! - `mfa_resets`: the states AWAITING_APPROVAL and REJECTED, who confirmed, approved,
+//! - `mfa_resets`: the states AWAITING_APPROVAL and REJECTED (the column widens to 32
+//!   characters), who confirmed, approved,
 //!   cancelled or rejected it and when, whether it needs approval, the filter it was
 //!   summarized by.
 //! - `mfa_reset_items`: the user's external subject when planned; and no foreign key to
@@ -87,6 +88,7 @@ async fn run(db: &impl ConnectionTrait, statements: &str) -> Result<(), DbErr> {
 const POSTGRES_UP: &str = "
 ALTER TABLE customers ADD COLUMN approval_threshold integer NOT NULL DEFAULT 0;
 ALTER TABLE mfa_resets DROP CONSTRAINT ck_mfa_resets_state;
+ALTER TABLE mfa_resets ALTER COLUMN state TYPE varchar(32);
 ALTER TABLE mfa_resets ADD CONSTRAINT ck_mfa_resets_state
   CHECK (state IN ('PENDING', 'AWAITING_APPROVAL', 'CONFIRMED', 'CANCELLED', 'REJECTED'));
 ALTER TABLE mfa_resets
@@ -135,6 +137,7 @@ ALTER TABLE mfa_resets
   DROP COLUMN rejected_at,
   DROP COLUMN rejection_reason;
 ALTER TABLE mfa_resets DROP CONSTRAINT ck_mfa_resets_state;
+ALTER TABLE mfa_resets ALTER COLUMN state TYPE varchar(16);
 ALTER TABLE mfa_resets ADD CONSTRAINT ck_mfa_resets_state
   CHECK (state IN ('PENDING', 'CONFIRMED', 'CANCELLED'));
 ALTER TABLE customers DROP COLUMN approval_threshold
@@ -147,7 +150,7 @@ ALTER TABLE customers ADD COLUMN approval_threshold integer NOT NULL DEFAULT 0;
 CREATE TABLE "mfa_resets_v2" (
   "id" uuid_text NOT NULL PRIMARY KEY,
   "requested_by" varchar NOT NULL,
-  "state" varchar(16) NOT NULL CONSTRAINT "ck_mfa_resets_state"
+  "state" varchar(32) NOT NULL CONSTRAINT "ck_mfa_resets_state"
     CHECK ("state" IN ('PENDING', 'AWAITING_APPROVAL', 'CONFIRMED', 'CANCELLED', 'REJECTED')),
   "scope" varchar(16) NOT NULL,
   "method_kinds" varchar NOT NULL,
