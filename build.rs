@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = PathBuf::from(env::var("OUT_DIR")?).join("mfareset_v1_descriptor.bin");
     fs::write(&descriptor_path, file_descriptors.encode_to_vec())?;
     tonic_prost_build::configure()
+        // A body that does not decode is the client's error (MALFORMED_REQUEST), not INTERNAL.
+        .codec_path("crate::api::codec::Codec")
         .skip_protoc_run()
         .compile_fds(file_descriptors)?;
     Ok(())

@@ -140,7 +140,13 @@ async fn run_case(
     let statements = app.statement_counter();
     let db = store::connect(url).await?;
     let (customer_ids, user_ids) = seed(&db, case).await?;
-    store::roles::grant(&db, SUBJECT, None, "PRIVILEGED_AUTHENTICATION_ADMIN").await?;
+    store::roles::grant(
+        &db,
+        SUBJECT,
+        None,
+        mfa_reset::domain::model::Role::PrivilegedAuthenticationAdmin,
+    )
+    .await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;

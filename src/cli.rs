@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sea_orm::DatabaseConnection;
-use uuid::Uuid;
 
 use crate::{
     auth::{ServerSecret, mint_dev_token},
     config::{Cli, Command, CommonArgs, RoleArgs, Settings},
     demo,
-    domain::{ids::CustomerId, model::Role},
+    domain::{
+        DomainError,
+        ids::CustomerId,
+        model::Role,
+        roles::{self, RoleChange},
+    },
     server::{Application, shutdown_signal},
     store,
     telemetry::{self, TelemetrySettings},
@@ -119,30 +123,29 @@ async fn change_role(common: &CommonArgs, args: &RoleArgs, grant: bool) -> anyho
     if args.subject.trim().is_empty() {
         bail!("--subject must not be empty");
     }
-    let customer: Option<Uuid> = match args.customer.as_str() {
+    let customer: Option<CustomerId> = match args.customer.as_str() {
         "*" => None,
         text => Some(
             CustomerId::parse(text)
-                .with_context(|| format!("--customer must be a customer id or *, not {text:?}"))?
-                .uuid(),
+                .with_context(|| format!("--customer must be a customer id or *, not {text:?}"))?,
         ),
     };
+    let actor = args.actor();
     let db = open(common).await?;
-    if let Some(id) = customer {
-        if store::customers::find(&db, id).await?.is_none() {
-            bail!("no customer {id}");
-        }
-    }
-    let changed = if grant {
-        store::roles::grant(&db, &args.subject, customer, role.as_str()).await?
+    let change = if grant {
+        roles::grant(&db, &actor, &args.subject, customer, role).await
     } else {
-        store::roles::revoke(&db, &args.subject, customer, role.as_str()).await?
+        roles::revoke(&db, &actor, &args.subject, customer, role).await
+    };
+    let change = match change {
+        Ok(change) => change,
+        Err(DomainError::NotFound { .. }) => bail!("no customer {}", args.customer),
+        Err(err) => return Err(anyhow::Error::new(err).context("changing the role")),
     };
     let verb = if grant { "granted" } else { "revoked" };
-    let state = if changed {
-        verb.to_string()
-    } else {
-        format!("already {verb}; nothing changed")
+    let state = match change {
+        RoleChange::Changed => format!("{verb} (audited as done by {actor})"),
+        RoleChange::Unchanged => format!("already {verb}; nothing changed"),
     };
     println!("{} {} on {}: {state}", args.subject, role, args.customer);
     Ok(())

@@ -195,6 +195,26 @@ pub struct RoleArgs {
     /// READER, AUTHENTICATION_ADMIN, PRIVILEGED_AUTHENTICATION_ADMIN or PROVISIONER.
     #[arg(long)]
     pub role: String,
+    /// Who makes the change, as the audit log records it. Default: the OS user.
+    #[arg(long, env = "MFA_RESET_ACTOR")]
+    pub actor: Option<String>,
+}
+
+impl RoleArgs {
+    /// The operator the audit log names: `--actor`, else the OS user (`$USER`, `$LOGNAME`),
+    /// else `operator`.
+    pub fn actor(&self) -> String {
+        let os_user = || {
+            ["USER", "LOGNAME", "USERNAME"]
+                .iter()
+                .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
+        };
+        self.actor
+            .clone()
+            .filter(|a| !a.trim().is_empty())
+            .or_else(os_user)
+            .unwrap_or_else(|| "operator".to_string())
+    }
 }
 
 /// Flags of `roles`.

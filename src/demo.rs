@@ -14,7 +14,10 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use uuid::Uuid;
 
 use crate::{
-    domain::model::{MethodKind, MethodScope, MfaPolicy, Role},
+    domain::{
+        ids::UserId,
+        model::{MethodKind, MethodScope, MethodState, MfaPolicy, Role},
+    },
     store::{
         self,
         entities::{authentication_methods, customers, users},
@@ -138,12 +141,12 @@ async fn pick_samples(
             .order_by_asc(users::Column::Id)
             .all(db)
             .await?;
-        let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
-        let counts = store::users::active_method_counts(db, &[customer], &ids).await?;
+        let ids: Vec<UserId> = users.iter().map(|u| u.id.into()).collect();
+        let counts = store::users::active_method_counts(db, &[customer.into()], &ids).await?;
         for &(var, admin, has_mfa, is_self) in picks {
             let found = users.iter().find(|u| {
                 u.is_admin == admin
-                    && counts.contains_key(&u.id) == has_mfa
+                    && counts.contains_key(&u.id.into()) == has_mfa
                     && (u.external_subject.as_deref() == Some(DEMO_ADMIN)) == is_self
             });
             if let Some(user) = found {
@@ -180,7 +183,7 @@ pub async fn seed(db: &DatabaseConnection) -> anyhow::Result<Seeded> {
         };
         seeded.customers.insert(spec.name, customer.id);
         if let Some(role) = spec.demo_admin_role {
-            store::roles::grant(&txn, DEMO_ADMIN, Some(customer.id), role.as_str()).await?;
+            store::roles::grant(&txn, DEMO_ADMIN, Some(customer.id.into()), role).await?;
         }
         seed_users(&txn, spec, customer.id, now).await?;
     }
@@ -273,7 +276,7 @@ async fn seed_users(
                     kind: kind.as_str().to_string(),
                     scope: scope.as_str().to_string(),
                     label: demo_label(kind, i, &email),
-                    state: "ACTIVE".to_string(),
+                    state: MethodState::Active.as_str().to_string(),
                     secret_ref: matches!(
                         kind,
                         MethodKind::SoftwareOath | MethodKind::AuthenticatorApp

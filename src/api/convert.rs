@@ -205,10 +205,8 @@ pub fn audit_event(e: &AuditEvent) -> pb::AuditEvent {
     let user = e.user.as_ref();
     pb::AuditEvent {
         id: e.id.to_string(),
-        customer_id: e
-            .customer_id
-            .map(|id| id.to_string())
-            .unwrap_or_else(|| "*".into()),
+        customer_id: e.customer_id.map(|id| id.to_string()).unwrap_or_default(),
+        all_customers: e.customer_id.is_none(),
         occur_time: Some(timestamp(e.occurred_at)),
         actor: e.actor.clone(),
         action: wire::<_, pb::AuditAction>(e.action()),
@@ -216,7 +214,7 @@ pub fn audit_event(e: &AuditEvent) -> pb::AuditEvent {
         external_subject: user
             .and_then(|u| u.external_subject.clone())
             .unwrap_or_default(),
-        mfa_registration_required: user.is_some_and(|u| u.mfa_registration_required),
+        mfa_registration_required: user.and_then(|u| u.mfa_registration_required),
         mfa_reset_time: user.and_then(|u| u.mfa_reset_at).map(timestamp),
         method_id: e.method_id.map(|id| id.to_string()).unwrap_or_default(),
         reset_id: e.reset_id.map(|id| id.to_string()).unwrap_or_default(),
@@ -345,5 +343,33 @@ pub fn gap_item(offer: Offer) -> pb::selection_gap::Item {
         Offer::Action(a) => Item::Action(wire::<_, pb::Action>(a)),
         Offer::ResetScope(s) => Item::ResetScope(wire::<_, pb::ResetScope>(s)),
         Offer::MethodKind(k) => Item::MethodKind(wire::<_, pb::MethodKind>(k)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::{Action, ResetScope};
+
+    /// The domain spells contract enum values by prefixing its own names (in
+    /// PreconditionFailure types such as `METHOD_KIND_PHONE`): the two must agree.
+    #[test]
+    fn domain_names_are_the_suffixes_of_the_contracts_enum_values() {
+        for &kind in MethodKind::ALL {
+            let name = format!("METHOD_KIND_{}", kind.as_str());
+            assert_eq!(pb::MethodKind::from(kind).as_str_name(), name);
+        }
+        for &scope in ResetScope::ALL {
+            let name = format!("RESET_SCOPE_{}", scope.as_str());
+            assert_eq!(pb::ResetScope::from(scope).as_str_name(), name);
+        }
+        for &action in Action::ALL {
+            let name = format!("ACTION_{}", action.as_str());
+            assert_eq!(pb::Action::from(action).as_str_name(), name);
+        }
+        for &state in ResetState::ALL {
+            let name = format!("MFA_RESET_STATE_{}", state.as_str());
+            assert_eq!(pb::MfaResetState::from(state).as_str_name(), name);
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod audit_log;
 pub mod authentication_methods;
+pub mod codec;
 pub mod convert;
 pub mod customers;
 pub mod paging;

@@ -106,9 +106,9 @@ impl PageTokens {
     }
 
     /// Seals an id cursor; `None` (last page) gives the empty token.
-    pub fn seal_id(&self, binding: &Binding, cursor: Option<Uuid>) -> String {
+    pub fn seal_id(&self, binding: &Binding, cursor: Option<impl Into<Uuid>>) -> String {
         cursor
-            .map(|id| self.seal(binding, id.as_bytes()))
+            .map(|id| self.seal(binding, id.into().as_bytes()))
             .unwrap_or_default()
     }
 

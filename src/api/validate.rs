@@ -260,16 +260,17 @@ impl Violations {
             .ok()
     }
 
-    /// The keyset cursor in a page token (`Some(None)`: first page), or a violation of
-    /// `page_token` when the token is not one made for this request.
-    pub fn cursor(
+    /// The keyset cursor (an id of type `T`) in a page token (`Some(None)`: first page), or
+    /// a violation of `page_token` when the token is not one made for this request.
+    pub fn cursor<T: From<Uuid>>(
         &mut self,
         tokens: &PageTokens,
         binding: &Binding,
         token: &str,
-    ) -> Option<Option<Uuid>> {
+    ) -> Option<Option<T>> {
         tokens
             .open_id(binding, token)
+            .map(|cursor| cursor.map(T::from))
             .map_err(|violation| self.0.push(violation))
             .ok()
     }
@@ -396,7 +397,7 @@ mod tests {
     #[test]
     fn selection_names_each_bad_element() {
         let mut v = Violations::new();
-        let good = CustomerId::new().to_string();
+        let good = CustomerId::generate().to_string();
         let ids = v.selection("customer_ids", &[good.clone(), "nope".into(), good]);
         assert!(ids.is_none());
         let Err(DomainError::InvalidArgument { violations, .. }) = v.finish(ids) else {

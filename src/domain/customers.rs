@@ -2,7 +2,6 @@
 //! policy, and provisioning of new customers.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
-use uuid::Uuid;
 
 use super::{
     Caller,
@@ -55,13 +54,14 @@ pub struct VisibleCustomer {
 pub async fn list_visible(
     db: &impl ConnectionTrait,
     caller: &Caller,
-    page: PageRequest<Uuid>,
-) -> DomainResult<Page<VisibleCustomer, Uuid>> {
+    page: PageRequest<CustomerId>,
+) -> DomainResult<Page<VisibleCustomer, CustomerId>> {
     let everywhere = store::roles::has_any_everywhere(db, &caller.subject).await?;
     let rows =
         store::customers::list_visible(db, &caller.subject, everywhere, page.after, page.size + 1)
             .await?;
-    let page = Page::from_rows(rows, page.size, |row| row.id).try_map(from_model)?;
+    let page =
+        Page::from_rows(rows, page.size, |row| CustomerId::from(row.id)).try_map(from_model)?;
     let ids: Vec<CustomerId> = page.items.iter().map(|c| c.id).collect();
     let grants = Grants::load(db, &caller.subject, &ids).await?;
     Ok(Page {
@@ -132,7 +132,7 @@ pub async fn set_mfa_policy(
         let mut customer = selection.customers()[0].clone();
         if customer.mfa_policy != policy {
             let now = super::now();
-            store::customers::set_policy(txn, id.uuid(), policy.as_str(), now).await?;
+            store::customers::set_policy(txn, id, policy, now).await?;
             let details = AuditDetails::MfaPolicySet {
                 previous: customer.mfa_policy,
                 policy,
@@ -180,7 +180,7 @@ pub async fn create(
             });
         }
         let now = super::now();
-        let id = CustomerId::new();
+        let id = CustomerId::generate();
         let mut kinds = new.enabled_method_kinds;
         kinds.sort();
         kinds.dedup();

@@ -6,7 +6,12 @@
 
 use sea_orm::DbErr;
 
-use super::{ids::CustomerId, model::Action, reason::Reason};
+use super::{
+    ids::CustomerId,
+    model::{Action, MethodKind},
+    reason::Reason,
+    reset::ResetState,
+};
 
 /// One invalid field of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +60,18 @@ impl Violation {
     }
 }
 
+/// A value of `ErrorInfo.metadata`: text, or a value of an enum of the contract (which the
+/// gRPC layer spells as the contract names it, e.g. `METHOD_KIND_PHONE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataValue {
+    /// Text as it is (ids, counts).
+    Text(String),
+    /// A method kind.
+    MethodKind(MethodKind),
+    /// A reset's state.
+    ResetState(ResetState),
+}
+
 /// Structured details of a failed precondition or an aborted call: the violations (each one
 /// of the request, not only the first) and `ErrorInfo` metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,13 +79,18 @@ pub struct Details {
     /// Every violation.
     pub violations: Vec<Violation>,
     /// `ErrorInfo.metadata` entries.
-    pub metadata: Vec<(&'static str, String)>,
+    pub metadata: Vec<(&'static str, MetadataValue)>,
 }
 
 impl Details {
+    /// Adds a text metadata entry.
+    pub fn with(self, key: &'static str, value: impl ToString) -> Self {
+        self.with_value(key, MetadataValue::Text(value.to_string()))
+    }
+
     /// Adds a metadata entry.
-    pub fn with(mut self, key: &'static str, value: impl ToString) -> Self {
-        self.metadata.push((key, value.to_string()));
+    pub fn with_value(mut self, key: &'static str, value: MetadataValue) -> Self {
+        self.metadata.push((key, value));
         self
     }
 }
@@ -239,12 +261,17 @@ impl DomainError {
         }
     }
 
+    /// The same error with text `key = value` added to its metadata, where it has metadata.
+    pub fn with_metadata(self, key: &'static str, value: impl ToString) -> Self {
+        self.with_metadata_value(key, MetadataValue::Text(value.to_string()))
+    }
+
     /// The same error with `key = value` added to its metadata, where it has metadata.
-    pub fn with_metadata(mut self, key: &'static str, value: impl ToString) -> Self {
+    pub fn with_metadata_value(mut self, key: &'static str, value: MetadataValue) -> Self {
         if let DomainError::FailedPrecondition { details, .. }
         | DomainError::Aborted { details, .. } = &mut self
         {
-            details.metadata.push((key, value.to_string()));
+            details.metadata.push((key, value));
         }
         self
     }

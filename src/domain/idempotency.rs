@@ -10,6 +10,10 @@
 //! it can be retried with the same id. The same key with a different request (compared by a
 //! digest of the request without its `request_id`) is INVALID_ARGUMENT, REQUEST_ID_REUSED.
 //! Keys live for [`KEY_LIFETIME`]; older ones count as absent and are purged.
+//!
+//! A replay is looked up before the call's own checks run: it gives the principal back an
+//! answer they were already given, so a role revoked since changes nothing about it (the
+//! change it answers was made while the role was held).
 
 use std::time::Duration;
 
@@ -121,6 +125,9 @@ pub async fn write<T>(
     }
     let txn = store::begin_write(db).await?;
     if let Some(replay) = claim(&txn, caller, &idempotency).await? {
+        // Release the write lock (SQLite) and any row lock now, not when the pool reuses
+        // the connection.
+        txn.rollback().await?;
         return Ok(Answer::Replay(replay));
     }
     let value = work(&txn).await?;

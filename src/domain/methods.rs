@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
-use uuid::Uuid;
 
 use super::{
     Caller,
     audit::{self, AuditDetails, AuditEvent, UserAfter},
-    error::{Details, DomainError, DomainResult},
+    error::{Details, DomainError, DomainResult, MetadataValue},
     idempotency::{self, Answer, Idempotency},
     ids::{CustomerId, MethodId, UserId},
     model::{Action, Method, MethodKind, MethodScope, MethodState, Removal, User},
@@ -52,10 +51,10 @@ pub async fn list_users_with_methods(
     db: &impl ConnectionTrait,
     selection: &Selection,
     query: &UserQuery,
-    page: PageRequest<Uuid>,
-) -> DomainResult<Page<(User, Vec<Method>), Uuid>> {
+    page: PageRequest<UserId>,
+) -> DomainResult<Page<(User, Vec<Method>), UserId>> {
     let page = users::list(db, selection, query, page).await?;
-    let user_ids: Vec<Uuid> = page.items.iter().map(|u| u.id.uuid()).collect();
+    let user_ids: Vec<UserId> = page.items.iter().map(|u| u.id).collect();
     let mut by_user: HashMap<UserId, Vec<Method>> = HashMap::new();
     for model in store::methods::of_users(db, &selection.ids(), &user_ids).await? {
         let method = from_model(model)?;
@@ -79,18 +78,12 @@ pub async fn list_of_user(
     db: &impl ConnectionTrait,
     selection: &Selection,
     user_id: UserId,
-    page: PageRequest<Uuid>,
-) -> DomainResult<Page<Method, Uuid>> {
+    page: PageRequest<MethodId>,
+) -> DomainResult<Page<Method, MethodId>> {
     let user = users::get(db, selection, &UserRef::Id(user_id)).await?;
-    let rows = store::methods::of_user(
-        db,
-        user.customer_id.uuid(),
-        user_id.uuid(),
-        page.after,
-        page.size + 1,
-    )
-    .await?;
-    Page::from_rows(rows, page.size, |row| row.id).try_map(from_model)
+    let rows =
+        store::methods::of_user(db, user.customer_id, user_id, page.after, page.size + 1).await?;
+    Page::from_rows(rows, page.size, |row| MethodId::from(row.id)).try_map(from_model)
 }
 
 /// A method to register; values already validated at the edge.
@@ -132,12 +125,10 @@ pub async fn register(
                 ),
                 details: Details::default()
                     .with("customer_id", customer.id)
-                    .with("method_kind", new.kind),
+                    .with_value("method_kind", MetadataValue::MethodKind(new.kind)),
             });
         }
-        if store::methods::count_of_user(txn, customer.id.uuid(), user.id.uuid()).await?
-            >= MAX_METHODS_PER_USER
-        {
+        if store::methods::count_of_user(txn, customer.id, user.id).await? >= MAX_METHODS_PER_USER {
             return Err(DomainError::precondition(
                 Reason::TooManyMethods,
                 format!("a user may hold at most {MAX_METHODS_PER_USER} methods"),
@@ -146,7 +137,7 @@ pub async fn register(
         }
         let now = super::now();
         let model = authentication_methods::Model {
-            id: Uuid::now_v7(),
+            id: MethodId::generate().uuid(),
             customer_id: customer.id.uuid(),
             user_id: user.id.uuid(),
             kind: new.kind.as_str().to_string(),
@@ -159,10 +150,9 @@ pub async fn register(
             last_used_at: None,
         };
         let model = store::methods::insert(txn, model).await?;
-        store::users::clear_registration_required(txn, customer.id.uuid(), user.id.uuid(), now)
-            .await?;
+        store::users::clear_registration_required(txn, customer.id, user.id, now).await?;
         let after = UserAfter {
-            mfa_registration_required: false,
+            mfa_registration_required: Some(false),
             ..UserAfter::from(&user)
         };
         let details = AuditDetails::MethodRegistered {
@@ -195,7 +185,7 @@ pub async fn delete(
     idempotency::write(db, caller, idempotency, async |txn| {
         let selection =
             Selection::resolve(txn, &caller.subject, &[customer_id], Action::DeleteMethod).await?;
-        let method = store::methods::find_in(txn, customer_id.uuid(), method_id.uuid())
+        let method = store::methods::find_in(txn, customer_id, method_id)
             .await?
             .ok_or_else(|| DomainError::not_found(RESOURCE, method_id))
             .and_then(from_model)?;
@@ -212,11 +202,9 @@ pub async fn delete(
         let removal = method.kind.removal();
         let now = super::now();
         let changed = match removal {
-            Removal::Delete => {
-                store::methods::delete(txn, customer_id.uuid(), method_id.uuid()).await?
-            }
+            Removal::Delete => store::methods::delete(txn, customer_id, method_id).await?,
             Removal::Deactivate => {
-                store::methods::deactivate(txn, customer_id.uuid(), method_id.uuid(), now).await?
+                store::methods::deactivate(txn, customer_id, method_id, now).await?
             }
         };
         if changed {

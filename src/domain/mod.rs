@@ -13,10 +13,11 @@ pub mod model;
 pub mod paging;
 pub mod reason;
 pub mod reset;
+pub mod roles;
 pub mod selection;
 pub mod users;
 
-pub use error::{Details, DomainError, DomainResult, FieldViolation, Violation};
+pub use error::{Details, DomainError, DomainResult, FieldViolation, MetadataValue, Violation};
 pub use reason::Reason;
 
 /// Who is calling, as the domain needs it: the verified principal and the correlation id

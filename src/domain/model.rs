@@ -1,65 +1,15 @@
-//! The design's words as types: policies, roles, method kinds and the records the
-//! rules work on. Stored as their `as_str` names; the gRPC layer maps them to and
-//! from the proto enums.
+//! The design's words as types: policies, roles, method kinds and the records the rules work
+//! on, and what each word allows. The values kept in columns are defined, with their column
+//! spellings, in [`crate::store::values`]; the rules here give them their behaviour.
 
 use chrono::{DateTime, Utc};
 
+pub(crate) use crate::store::values::named_enum;
+pub use crate::store::values::{
+    AuditAction, MethodKind, MethodScope, MethodState, MfaPolicy, ResetScope, Role,
+};
+
 use super::ids::{CustomerId, MethodId, UserId};
-
-macro_rules! named_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name { $($(#[$vdoc])* $variant),+ }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The stored (and displayed) name.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            /// Parses a stored name.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-pub(crate) use named_enum;
-
-named_enum!(
-    /// A customer's MFA policy.
-    MfaPolicy {
-        /// MFA is enforced; after a reset the user must register again.
-        Enforced => "ENFORCED",
-        /// MFA is optional; after a reset it is off until the user turns it on.
-        Optional => "OPTIONAL",
-    }
-);
-
-named_enum!(
-    /// What a principal may do in one customer.
-    Role {
-        /// Read customers, users, methods and audit events.
-        Reader => "READER",
-        /// Read; reset non-admins; delete one method of a non-admin.
-        AuthenticationAdmin => "AUTHENTICATION_ADMIN",
-        /// Everything above, for admins too; set the MFA policy.
-        PrivilegedAuthenticationAdmin => "PRIVILEGED_AUTHENTICATION_ADMIN",
-        /// Create and update users, register methods; read.
-        Provisioner => "PROVISIONER",
-    }
-);
 
 named_enum!(
     /// Something a principal may do in a customer; roles grant sets of actions.
@@ -103,26 +53,6 @@ impl Role {
     }
 }
 
-named_enum!(
-    /// The kinds of authentication method.
-    MethodKind {
-        /// SMS or voice.
-        Phone => "PHONE",
-        /// Push / TOTP app on a device.
-        AuthenticatorApp => "AUTHENTICATOR_APP",
-        /// TOTP secret in any app.
-        SoftwareOath => "SOFTWARE_OATH",
-        /// A physical token owned by the customer.
-        HardwareOath => "HARDWARE_OATH",
-        /// One-time code by e-mail.
-        Email => "EMAIL",
-        /// FIDO2 key or passkey.
-        Fido2 => "FIDO2",
-        /// Recovery codes.
-        RecoveryCodes => "RECOVERY_CODES",
-    }
-);
-
 impl MethodKind {
     /// What removing this kind of method means: hardware tokens belong to the
     /// customer and are deactivated for reassignment; everything else is deleted.
@@ -131,22 +61,6 @@ impl MethodKind {
             MethodKind::HardwareOath => Removal::Deactivate,
             _ => Removal::Delete,
         }
-    }
-
-    /// Parses a comma-separated list of stored names (as kept in `customers`).
-    pub fn parse_list(text: &str) -> Vec<MethodKind> {
-        text.split(',')
-            .filter_map(|part| MethodKind::parse(part.trim()))
-            .collect()
-    }
-
-    /// Formats kinds as a comma-separated list of stored names.
-    pub fn format_list(kinds: &[MethodKind]) -> String {
-        kinds
-            .iter()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
     }
 }
 
@@ -158,36 +72,6 @@ pub enum Removal {
     /// The row is kept, state DEACTIVATED.
     Deactivate,
 }
-
-named_enum!(
-    /// Why a method was enrolled.
-    MethodScope {
-        /// Of the user's own accord.
-        User => "USER",
-        /// For the customer's enforced policy.
-        Org => "ORG",
-    }
-);
-
-named_enum!(
-    /// The state of a method.
-    MethodState {
-        /// Usable.
-        Active => "ACTIVE",
-        /// Kept but unusable (a hardware token taken back).
-        Deactivated => "DEACTIVATED",
-    }
-);
-
-named_enum!(
-    /// Which enrollments a reset removes.
-    ResetScope {
-        /// Every method of the user.
-        All => "ALL",
-        /// Only org-level (scope ORG) methods; applies where MFA is enforced.
-        OrgLevel => "ORG_LEVEL",
-    }
-);
 
 named_enum!(
     /// A user's MFA state, derived from their methods and flag.
@@ -213,42 +97,6 @@ impl MfaState {
         }
     }
 }
-
-named_enum!(
-    /// What an audit event records.
-    AuditAction {
-        /// A customer was created.
-        CustomerCreated => "CUSTOMER_CREATED",
-        /// A customer's MFA policy changed.
-        MfaPolicySet => "MFA_POLICY_SET",
-        /// A user was created.
-        UserCreated => "USER_CREATED",
-        /// A user was updated.
-        UserUpdated => "USER_UPDATED",
-        /// A method was registered.
-        MethodRegistered => "METHOD_REGISTERED",
-        /// One method was deleted or deactivated.
-        MethodDeleted => "METHOD_DELETED",
-        /// A user's MFA was reset.
-        MfaReset => "MFA_RESET",
-        /// A role was granted.
-        RoleGranted => "ROLE_GRANTED",
-        /// A role was revoked.
-        RoleRevoked => "ROLE_REVOKED",
-        /// A user was deleted.
-        UserDeleted => "USER_DELETED",
-        /// A reset awaits approval.
-        ResetApprovalRequested => "RESET_APPROVAL_REQUESTED",
-        /// A reset was approved and applied.
-        ResetApproved => "RESET_APPROVED",
-        /// A reset was rejected.
-        ResetRejected => "RESET_REJECTED",
-        /// A reset was cancelled.
-        ResetCancelled => "RESET_CANCELLED",
-        /// A customer's approval threshold changed.
-        ApprovalThresholdSet => "APPROVAL_THRESHOLD_SET",
-    }
-);
 
 /// A customer and its settings.
 #[derive(Clone, Debug)]

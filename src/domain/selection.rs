@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use sea_orm::ConnectionTrait;
-use uuid::Uuid;
 
 use super::{
     error::{Details, DomainError, DomainResult, Violation},
@@ -21,7 +20,7 @@ pub const MAX_SELECTED_CUSTOMERS: usize = 500;
 #[derive(Clone, Debug, Default)]
 pub struct Grants {
     everywhere: Vec<Role>,
-    per_customer: HashMap<Uuid, Vec<Role>>,
+    per_customer: HashMap<CustomerId, Vec<Role>>,
 }
 
 impl Grants {
@@ -32,16 +31,18 @@ impl Grants {
         subject: &str,
         customer_ids: &[CustomerId],
     ) -> DomainResult<Grants> {
-        let ids: Vec<Uuid> = customer_ids.iter().map(|c| c.uuid()).collect();
         let mut grants = Grants::default();
-        for assignment in store::roles::assignments_for(db, subject, &ids).await? {
+        for assignment in store::roles::assignments_for(db, subject, customer_ids).await? {
             let Some(role) = Role::parse(&assignment.role) else {
                 tracing::warn!(role = %assignment.role, "ignoring unknown role in role_assignments");
                 continue;
             };
             match assignment.customer_id {
                 None => grants.everywhere.push(role),
-                Some(customer) => grants.per_customer.entry(customer).or_default().push(role),
+                Some(customer) => (grants.per_customer)
+                    .entry(customer.into())
+                    .or_default()
+                    .push(role),
             }
         }
         Ok(grants)
@@ -60,7 +61,7 @@ impl Grants {
     /// The roles held in one customer, directly or through `*`, sorted and distinct.
     pub fn roles_in(&self, customer: CustomerId) -> Vec<Role> {
         let mut roles = self.everywhere.clone();
-        if let Some(direct) = self.per_customer.get(&customer.uuid()) {
+        if let Some(direct) = self.per_customer.get(&customer) {
             roles.extend(direct);
         }
         roles.sort();
@@ -111,18 +112,18 @@ impl Selection {
                 action: None,
             });
         }
-        let ids: Vec<Uuid> = customer_ids.iter().map(|c| c.uuid()).collect();
-        let mut found: HashMap<Uuid, Customer> = store::customers::find_many(db, &ids)
-            .await?
-            .into_iter()
-            .map(|model| {
-                let customer = super::customers::from_model(model)?;
-                Ok((customer.id.uuid(), customer))
-            })
-            .collect::<DomainResult<_>>()?;
+        let mut found: HashMap<CustomerId, Customer> =
+            store::customers::find_many(db, customer_ids)
+                .await?
+                .into_iter()
+                .map(|model| {
+                    let customer = super::customers::from_model(model)?;
+                    Ok((customer.id, customer))
+                })
+                .collect::<DomainResult<_>>()?;
         let mut customers = Vec::with_capacity(customer_ids.len());
         for id in customer_ids {
-            match found.remove(&id.uuid()) {
+            match found.remove(id) {
                 Some(customer) => customers.push(customer),
                 None => return Err(DomainError::not_found("mfareset.v1.Customer", id)),
             }
@@ -138,8 +139,8 @@ impl Selection {
     }
 
     /// The selected customer ids, in request order.
-    pub fn ids(&self) -> Vec<Uuid> {
-        self.customers.iter().map(|c| c.id.uuid()).collect()
+    pub fn ids(&self) -> Vec<CustomerId> {
+        self.customers.iter().map(|c| c.id).collect()
     }
 
     /// The selected customer with this id, if selected.

@@ -2,7 +2,6 @@
 //! knows, or by search), and provision them (create, update, delete).
 
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, SqlErr};
-use uuid::Uuid;
 
 use super::{
     Caller,
@@ -54,15 +53,15 @@ impl UserRef {
 /// Reads stored users with their active method counts (one query for all of them).
 pub(crate) async fn with_counts(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
+    customer_ids: &[CustomerId],
     models: Vec<users::Model>,
 ) -> DomainResult<Vec<User>> {
-    let ids: Vec<Uuid> = models.iter().map(|m| m.id).collect();
+    let ids: Vec<UserId> = models.iter().map(|m| m.id.into()).collect();
     let counts = store::users::active_method_counts(db, customer_ids, &ids).await?;
     Ok(models
         .into_iter()
         .map(|m| {
-            let active_method_count = counts.get(&m.id).copied().unwrap_or(0);
+            let active_method_count = counts.get(&m.id.into()).copied().unwrap_or(0);
             from_model(m, active_method_count)
         })
         .collect())
@@ -97,11 +96,7 @@ pub(crate) fn store_filter(query: &UserQuery) -> store::users::UserFilter {
                 MfaState::RegistrationRequired => MfaStateFilter::RegistrationRequired,
             })
             .collect(),
-        method_kinds: query
-            .method_kinds
-            .iter()
-            .map(|k| k.as_str().to_string())
-            .collect(),
+        method_kinds: query.method_kinds.clone(),
         external_subjects: query.external_subjects.clone(),
     }
 }
@@ -111,12 +106,12 @@ pub async fn list(
     db: &impl ConnectionTrait,
     selection: &Selection,
     query: &UserQuery,
-    page: PageRequest<Uuid>,
-) -> DomainResult<Page<User, Uuid>> {
+    page: PageRequest<UserId>,
+) -> DomainResult<Page<User, UserId>> {
     let ids = selection.ids();
     let filter = store_filter(query);
     let rows = store::users::list(db, &ids, &filter, page.after, page.size + 1).await?;
-    let page = Page::from_rows(rows, page.size, |row| row.id);
+    let page = Page::from_rows(rows, page.size, |row| UserId::from(row.id));
     let users = with_counts(db, &ids, page.items).await?;
     Ok(Page {
         items: users,
@@ -129,11 +124,11 @@ pub async fn list(
 /// in several selected customers is FAILED_PRECONDITION (EXTERNAL_SUBJECT_AMBIGUOUS).
 async fn find(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
+    customer_ids: &[CustomerId],
     user: &UserRef,
 ) -> DomainResult<users::Model> {
     let mut found = match user {
-        UserRef::Id(id) => store::users::find_in(db, customer_ids, id.uuid())
+        UserRef::Id(id) => store::users::find_in(db, customer_ids, *id)
             .await?
             .into_iter()
             .collect(),
@@ -224,7 +219,7 @@ pub async fn create(
         Selection::resolve(txn, &caller.subject, &[new.customer_id], Action::Provision).await?;
         let now = super::now();
         let model = users::Model {
-            id: Uuid::now_v7(),
+            id: UserId::generate().uuid(),
             customer_id: new.customer_id.uuid(),
             external_subject: new.external_subject,
             display_name_folded: new.display_name.to_lowercase(),
@@ -301,7 +296,7 @@ pub async fn update(
         let now = super::now();
         if !changed.is_empty() {
             changes.updated_at = Set(now);
-            store::users::update(txn, customer_id.uuid(), id.uuid(), changes)
+            store::users::update(txn, customer_id, id, changes)
                 .await
                 .map_err(duplicate_user)?;
             model = find(txn, &ids, &UserRef::Id(id)).await?;
@@ -346,7 +341,7 @@ pub async fn delete(
         let ids = selection.ids();
         let model = find(txn, &ids, &UserRef::Id(id)).await?;
         let user = one(with_counts(txn, &ids, vec![model]).await?)?;
-        let methods_deleted = store::users::delete(txn, customer_id.uuid(), id.uuid()).await?;
+        let methods_deleted = store::users::delete(txn, customer_id, id).await?;
         let now = super::now();
         let details = AuditDetails::UserDeleted {
             admin: user.admin,

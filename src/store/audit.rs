@@ -7,17 +7,20 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::ids::{AuditEventId, CustomerId, UserId};
+use super::values::AuditAction;
+
 use super::entities::audit_events::{ActiveModel, Column, Entity, Model};
 
 /// Filters of an audit list; all optional, combined with AND.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
     /// Only events about this user.
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     /// Only events by this actor.
     pub actor: Option<String>,
-    /// Only events of these actions (stored names); empty means every action.
-    pub actions: Vec<String>,
+    /// Only events of these actions; empty means every action.
+    pub actions: Vec<AuditAction>,
     /// Only events at or after this instant.
     pub occurred_from: Option<chrono::DateTime<chrono::Utc>>,
     /// Only events before this instant.
@@ -53,9 +56,9 @@ pub async fn insert_many(db: &impl ConnectionTrait, events: Vec<Model>) -> Resul
 /// `(customer_id, id)` indexes serve.
 pub async fn list(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
+    customer_ids: &[CustomerId],
     filter: &AuditFilter,
-    before: Option<Uuid>,
+    before: Option<AuditEventId>,
     limit: u64,
 ) -> Result<Vec<Model>, DbErr> {
     let mut query = Entity::find().filter(
@@ -70,7 +73,7 @@ pub async fn list(
         query = query.filter(Column::Actor.eq(actor.as_str()));
     }
     if !filter.actions.is_empty() {
-        query = query.filter(Column::Action.is_in(filter.actions.iter().map(String::as_str)));
+        query = query.filter(Column::Action.is_in(filter.actions.iter().map(|a| a.as_str())));
     }
     if let Some(from) = filter.occurred_from {
         query = query.filter(Column::OccurredAt.gte(from));

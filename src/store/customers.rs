@@ -1,18 +1,18 @@
 //! Queries on `customers`.
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
-use uuid::Uuid;
-
 use super::entities::{
     customers::{ActiveModel, Column, Entity, Model},
     role_assignments,
 };
+use super::ids::CustomerId;
+use super::values::MfaPolicy;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 
 /// The customers among `ids` that exist.
-pub async fn find_many(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Vec<Model>, DbErr> {
+pub async fn find_many(db: &impl ConnectionTrait, ids: &[CustomerId]) -> Result<Vec<Model>, DbErr> {
     Entity::find()
         .filter(Column::Id.is_in(ids.iter().copied()))
         .all(db)
@@ -25,7 +25,7 @@ pub async fn list_visible(
     db: &impl ConnectionTrait,
     subject: &str,
     everywhere: bool,
-    after: Option<Uuid>,
+    after: Option<CustomerId>,
     limit: u64,
 ) -> Result<Vec<Model>, DbErr> {
     let mut query = Entity::find();
@@ -63,12 +63,12 @@ pub async fn find_by_name(db: &impl ConnectionTrait, name: &str) -> Result<Optio
 /// Sets a customer's MFA policy.
 pub async fn set_policy(
     db: &impl ConnectionTrait,
-    id: Uuid,
-    policy: &str,
+    id: CustomerId,
+    policy: MfaPolicy,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), DbErr> {
     Entity::update_many()
-        .col_expr(Column::MfaPolicy, Expr::value(policy))
+        .col_expr(Column::MfaPolicy, Expr::value(policy.as_str()))
         .col_expr(Column::UpdatedAt, Expr::value(now))
         .filter(Column::Id.eq(id))
         .exec(db)
@@ -77,6 +77,6 @@ pub async fn set_policy(
 }
 
 /// One customer by id.
-pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Model>, DbErr> {
-    Entity::find_by_id(id).one(db).await
+pub async fn find(db: &impl ConnectionTrait, id: CustomerId) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(id.uuid()).one(db).await
 }

@@ -10,11 +10,13 @@ pub mod audit;
 pub mod customers;
 pub mod entities;
 pub mod idempotency;
+pub mod ids;
 pub mod methods;
 pub mod migration;
 pub mod resets;
 pub mod roles;
 pub mod users;
+pub mod values;
 
 use std::fmt::Display;
 use std::str::FromStr;
@@ -152,7 +154,7 @@ pub(crate) fn within_customers<E, C>(
     db: &impl ConnectionTrait,
     entity: E,
     column: C,
-    customer_ids: &[uuid::Uuid],
+    customer_ids: &[ids::CustomerId],
 ) -> sea_orm::sea_query::Expr
 where
     E: sea_orm::sea_query::IntoIden,

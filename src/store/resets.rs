@@ -3,12 +3,13 @@
 //! [`CHUNK`] so that no statement exceeds a backend's bound-parameter limit (SQLite's is
 //! 32,766): the number of statements grows with the chunks, never per user.
 
+use super::ids::{CustomerId, MethodId, ResetId, UserId};
+use super::values::{MethodState, ResetState, SkipReason};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, Query},
 };
-use uuid::Uuid;
 
 use super::entities::{
     authentication_methods as methods, customers, mfa_reset_customers, mfa_reset_items, mfa_resets,
@@ -22,7 +23,7 @@ pub const CHUNK: usize = 2_000;
 pub async fn insert(
     db: &impl ConnectionTrait,
     reset: mfa_resets::Model,
-    customer_ids: &[Uuid],
+    customer_ids: &[CustomerId],
     items: Vec<mfa_reset_items::Model>,
 ) -> Result<(), DbErr> {
     let reset_id = reset.id;
@@ -32,7 +33,7 @@ pub async fn insert(
     mfa_reset_customers::Entity::insert_many(customer_ids.iter().map(|&customer_id| {
         mfa_reset_customers::ActiveModel::from(mfa_reset_customers::Model {
             reset_id,
-            customer_id,
+            customer_id: customer_id.into(),
         })
     }))
     .exec_without_returning(db)
@@ -56,7 +57,7 @@ pub async fn insert(
 /// other; SQLite's `BEGIN IMMEDIATE` already serialises writers.
 pub async fn find(
     db: &impl ConnectionTrait,
-    id: Uuid,
+    id: ResetId,
     lock: bool,
 ) -> Result<Option<mfa_resets::Model>, DbErr> {
     let mut query = mfa_resets::Entity::find_by_id(id);
@@ -70,17 +71,17 @@ pub async fn find(
 #[derive(Clone, Debug, Default)]
 pub struct ItemFilter {
     /// Only items of these customers (empty: all).
-    pub customer_ids: Vec<Uuid>,
+    pub customer_ids: Vec<CustomerId>,
     /// Only skipped (`Some(true)`) or reset (`Some(false)`) items.
     pub skipped: Option<bool>,
-    /// Only items skipped for one of these reasons (stored names; empty: any).
-    pub skip_reasons: Vec<String>,
+    /// Only items skipped for one of these reasons (empty: any).
+    pub skip_reasons: Vec<SkipReason>,
 }
 
 /// Items of a reset matching `filter` after `after_position`, in order, at most `limit`.
 pub async fn items(
     db: &impl ConnectionTrait,
-    reset_id: Uuid,
+    reset_id: ResetId,
     filter: Option<&ItemFilter>,
     after_position: Option<i32>,
     limit: Option<u64>,
@@ -97,7 +98,8 @@ pub async fn items(
             None => {}
         }
         if !filter.skip_reasons.is_empty() {
-            query = query.filter(C::SkipReason.is_in(filter.skip_reasons.iter().cloned()));
+            query =
+                query.filter(C::SkipReason.is_in(filter.skip_reasons.iter().map(|r| r.as_str())));
         }
     }
     if let Some(after) = after_position {
@@ -113,19 +115,19 @@ pub async fn items(
 /// when); returns whether it was in one of `from` (and so changed).
 pub async fn transition<const N: usize>(
     db: &impl ConnectionTrait,
-    id: Uuid,
-    from: &[&str],
-    to: &str,
+    id: ResetId,
+    from: &[ResetState],
+    to: ResetState,
     set: [(mfa_resets::Column, sea_orm::Value); N],
 ) -> Result<bool, DbErr> {
-    let mut update =
-        mfa_resets::Entity::update_many().col_expr(mfa_resets::Column::State, Expr::value(to));
+    let mut update = mfa_resets::Entity::update_many()
+        .col_expr(mfa_resets::Column::State, Expr::value(to.as_str()));
     for (column, value) in set {
         update = update.col_expr(column, Expr::value(value));
     }
     let result = update
         .filter(mfa_resets::Column::Id.eq(id))
-        .filter(mfa_resets::Column::State.is_in(from.iter().copied()))
+        .filter(mfa_resets::Column::State.is_in(from.iter().map(|s| s.as_str())))
         .exec(db)
         .await?;
     Ok(result.rows_affected == 1)
@@ -137,24 +139,22 @@ pub struct Approver {
     /// The approver's subject: not the requester, and not one of the reset's users.
     pub subject: String,
     /// Selected customers where the approver may reset users.
-    pub may_reset: Vec<Uuid>,
+    pub may_reset: Vec<CustomerId>,
     /// Selected customers where the approver may reset admins.
-    pub may_reset_admins: Vec<Uuid>,
-    /// The stored name of the awaiting state.
-    pub awaiting: &'static str,
+    pub may_reset_admins: Vec<CustomerId>,
 }
 
 /// Filters of [`list`]; they combine with AND. The state lists combine with OR.
 #[derive(Clone, Debug, Default)]
 pub struct ListFilter {
     /// The selection: a reset is listed only when all its customers are among these.
-    pub customer_ids: Vec<Uuid>,
+    pub customer_ids: Vec<CustomerId>,
     /// Only resets requested by this subject.
     pub requested_by: Option<String>,
     /// Stored states that may still expire, wanted while not expired.
-    pub open_states: Vec<&'static str>,
+    pub open_states: Vec<ResetState>,
     /// Stored final states, wanted as they are.
-    pub final_states: Vec<&'static str>,
+    pub final_states: Vec<ResetState>,
     /// Open resets whose expiry has passed.
     pub expired: bool,
     /// Only resets awaiting approval that this approver may approve.
@@ -162,10 +162,14 @@ pub struct ListFilter {
 }
 
 /// The stored states in which a reset may still be applied (and so may expire).
-const OPEN_STATES: [&str; 2] = ["PENDING", "AWAITING_APPROVAL"];
+const OPEN_STATES: [ResetState; 2] = [ResetState::Pending, ResetState::AwaitingApproval];
+
+fn spellings(states: &[ResetState]) -> impl Iterator<Item = &'static str> + '_ {
+    states.iter().map(|s| s.as_str())
+}
 
 /// `EXISTS (a customer of this reset outside `customer_ids`)`.
-fn has_customer_outside(customer_ids: &[Uuid]) -> Expr {
+fn has_customer_outside(customer_ids: &[CustomerId]) -> Expr {
     use mfa_reset_customers::{Column, Entity};
     Expr::exists(
         Query::select()
@@ -205,7 +209,7 @@ pub async fn list(
     db: &impl ConnectionTrait,
     filter: &ListFilter,
     now: chrono::DateTime<chrono::Utc>,
-    before: Option<Uuid>,
+    before: Option<ResetId>,
     limit: u64,
 ) -> Result<Vec<mfa_resets::Model>, DbErr> {
     use mfa_resets::Column as C;
@@ -223,17 +227,17 @@ pub async fn list(
     if !filter.open_states.is_empty() {
         states = states.add(
             Condition::all()
-                .add(C::State.is_in(filter.open_states.iter().copied()))
+                .add(C::State.is_in(spellings(&filter.open_states)))
                 .add(C::ExpiresAt.gt(now)),
         );
     }
     if !filter.final_states.is_empty() {
-        states = states.add(C::State.is_in(filter.final_states.iter().copied()));
+        states = states.add(C::State.is_in(spellings(&filter.final_states)));
     }
     if filter.expired {
         states = states.add(
             Condition::all()
-                .add(C::State.is_in(OPEN_STATES))
+                .add(C::State.is_in(spellings(&OPEN_STATES)))
                 .add(C::ExpiresAt.lte(now)),
         );
     }
@@ -256,7 +260,7 @@ pub async fn list(
                 .eq(approver.subject.as_str()),
         );
         query = query
-            .filter(C::State.eq(approver.awaiting))
+            .filter(C::State.eq(ResetState::AwaitingApproval.as_str()))
             .filter(C::ExpiresAt.gt(now))
             .filter(C::RequestedBy.ne(approver.subject.as_str()))
             .filter(has_customer_outside(&approver.may_reset).not())
@@ -289,8 +293,8 @@ fn locking(db: &impl ConnectionTrait, lock: Lock) -> bool {
 /// concurrent confirms lock them in, so that they cannot deadlock).
 pub async fn users_in(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
-    user_ids: &[Uuid],
+    customer_ids: &[CustomerId],
+    user_ids: &[UserId],
     lock: Lock,
 ) -> Result<Vec<users::Model>, DbErr> {
     let mut sorted = user_ids.to_vec();
@@ -316,7 +320,10 @@ pub async fn users_in(
 
 /// Locks the customers against policy changes until the transaction ends (PostgreSQL;
 /// `FOR SHARE`, so confirms of other resets in the same customers do not wait).
-pub async fn lock_customers(db: &impl ConnectionTrait, customer_ids: &[Uuid]) -> Result<(), DbErr> {
+pub async fn lock_customers(
+    db: &impl ConnectionTrait,
+    customer_ids: &[CustomerId],
+) -> Result<(), DbErr> {
     if db.get_database_backend() != DbBackend::Postgres {
         return Ok(());
     }
@@ -332,8 +339,8 @@ pub async fn lock_customers(db: &impl ConnectionTrait, customer_ids: &[Uuid]) ->
 /// Every method of `user_ids` (in `customer_ids`), ordered by id within each chunk.
 pub async fn methods_of(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
-    user_ids: &[Uuid],
+    customer_ids: &[CustomerId],
+    user_ids: &[UserId],
     lock: Lock,
 ) -> Result<Vec<methods::Model>, DbErr> {
     let mut found = Vec::new();
@@ -358,8 +365,8 @@ pub async fn methods_of(
 /// Deletes methods by id (within `customer_ids`); returns the rows deleted.
 pub async fn delete_methods(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
-    ids: &[Uuid],
+    customer_ids: &[CustomerId],
+    ids: &[MethodId],
 ) -> Result<u64, DbErr> {
     let mut deleted = 0;
     for chunk in ids.chunks(CHUNK) {
@@ -381,14 +388,17 @@ pub async fn delete_methods(
 /// Deactivates active methods by id (within `customer_ids`); returns the rows changed.
 pub async fn deactivate_methods(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
-    ids: &[Uuid],
+    customer_ids: &[CustomerId],
+    ids: &[MethodId],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<u64, DbErr> {
     let mut changed = 0;
     for chunk in ids.chunks(CHUNK) {
         changed += methods::Entity::update_many()
-            .col_expr(methods::Column::State, Expr::value("DEACTIVATED"))
+            .col_expr(
+                methods::Column::State,
+                Expr::value(MethodState::Deactivated.as_str()),
+            )
             .col_expr(methods::Column::UpdatedAt, Expr::value(now))
             .filter(super::within_customers(
                 db,
@@ -397,7 +407,7 @@ pub async fn deactivate_methods(
                 customer_ids,
             ))
             .filter(methods::Column::Id.is_in(chunk.iter().copied()))
-            .filter(methods::Column::State.eq("ACTIVE"))
+            .filter(methods::Column::State.eq(MethodState::Active.as_str()))
             .exec(db)
             .await?
             .rows_affected;
@@ -409,9 +419,9 @@ pub async fn deactivate_methods(
 /// register MFA again.
 pub async fn mark_users_reset(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
-    user_ids: &[Uuid],
-    registration_required: &[Uuid],
+    customer_ids: &[CustomerId],
+    user_ids: &[UserId],
+    registration_required: &[UserId],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), DbErr> {
     for chunk in user_ids.chunks(CHUNK) {
@@ -454,7 +464,7 @@ pub async fn purge_finished(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<u64, DbErr> {
     let finished = Condition::any()
-        .add(mfa_resets::Column::State.is_not_in(["PENDING", "AWAITING_APPROVAL"]))
+        .add(mfa_resets::Column::State.is_not_in(spellings(&OPEN_STATES)))
         .add(mfa_resets::Column::ExpiresAt.lt(now));
     Ok(mfa_resets::Entity::delete_many()
         .filter(mfa_resets::Column::CreatedAt.lt(cutoff))

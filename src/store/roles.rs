@@ -8,13 +8,17 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::role_assignments::{ActiveModel, Column, Entity, Model};
+use super::{
+    entities::role_assignments::{ActiveModel, Column, Entity, Model},
+    ids::CustomerId,
+    values::Role,
+};
 
 /// The subject's assignments on any of `customer_ids`, and on `*`.
 pub async fn assignments_for(
     db: &impl ConnectionTrait,
     subject: &str,
-    customer_ids: &[Uuid],
+    customer_ids: &[CustomerId],
 ) -> Result<Vec<Model>, DbErr> {
     Entity::find()
         .filter(Column::Subject.eq(subject))
@@ -50,7 +54,7 @@ pub async fn list(db: &impl ConnectionTrait, subject: Option<&str>) -> Result<Ve
         .await
 }
 
-fn same_assignment(subject: &str, customer_id: Option<Uuid>, role: &str) -> Condition {
+fn same_assignment(subject: &str, customer_id: Option<CustomerId>, role: Role) -> Condition {
     let customer = match customer_id {
         Some(id) => Column::CustomerId.eq(id),
         None => Column::CustomerId.is_null(),
@@ -58,16 +62,17 @@ fn same_assignment(subject: &str, customer_id: Option<Uuid>, role: &str) -> Cond
     Condition::all()
         .add(Column::Subject.eq(subject))
         .add(customer)
-        .add(Column::Role.eq(role))
+        .add(Column::Role.eq(role.as_str()))
 }
 
 /// Grants `role` to `subject` on one customer or on `*`; returns false when it was
-/// already held (granting is idempotent).
+/// already held (granting is idempotent, also when two grants race: the unique indexes
+/// refuse the second, which then finds the role held).
 pub async fn grant(
     db: &impl ConnectionTrait,
     subject: &str,
-    customer_id: Option<Uuid>,
-    role: &str,
+    customer_id: Option<CustomerId>,
+    role: Role,
 ) -> Result<bool, DbErr> {
     let existing = Entity::find()
         .filter(same_assignment(subject, customer_id, role))
@@ -76,16 +81,27 @@ pub async fn grant(
     if existing.is_some() {
         return Ok(false);
     }
-    Entity::insert(ActiveModel {
+    let inserted = Entity::insert(ActiveModel {
         id: Set(Uuid::now_v7()),
         subject: Set(subject.to_string()),
-        customer_id: Set(customer_id),
-        role: Set(role.to_string()),
+        customer_id: Set(customer_id.map(Into::into)),
+        role: Set(role.as_str().to_string()),
         created_at: Set(Utc::now()),
     })
-    .exec(db)
-    .await?;
-    Ok(true)
+    .exec_without_returning(db)
+    .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(err)
+            if matches!(
+                err.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Takes `role` on one customer or on `*` away from `subject`; returns false when it
@@ -93,8 +109,8 @@ pub async fn grant(
 pub async fn revoke(
     db: &impl ConnectionTrait,
     subject: &str,
-    customer_id: Option<Uuid>,
-    role: &str,
+    customer_id: Option<CustomerId>,
+    role: Role,
 ) -> Result<bool, DbErr> {
     let result = Entity::delete_many()
         .filter(same_assignment(subject, customer_id, role))

@@ -662,36 +662,65 @@ async fn upgrade_keeps_rows(db: &DatabaseConnection) {
         ))
         .await;
     assert!(bad_state.is_err(), "the state is still checked");
+    // A pending reset of the user, then the user deleted (as directory sync does).
+    let later = Uuid::now_v7();
+    run_sql(
+        db,
+        "INSERT INTO mfa_resets (id, requested_by, state, scope, method_kinds, reason, etag, \
+         created_at, expires_at, summary) VALUES (?, 'old-admin', 'PENDING', 'ALL', '', 'later', \
+         'etag', ?, ?, ?)",
+        vec![
+            later.into(),
+            now.into(),
+            (now + chrono::Duration::minutes(15)).into(),
+            summary.clone().into(),
+        ],
+    )
+    .await;
+    run_sql(
+        db,
+        "INSERT INTO mfa_reset_customers (reset_id, customer_id) VALUES (?, ?)",
+        vec![later.into(), customer.into()],
+    )
+    .await;
+    run_sql(
+        db,
+        "INSERT INTO mfa_reset_items (reset_id, customer_id, user_id, position, display_name, \
+         is_admin, skip_reason, planned_methods) VALUES (?, ?, ?, 0, 'Old User', false, NULL, '[]')",
+        vec![later.into(), customer.into(), user.into()],
+    )
+    .await;
     users::Entity::delete_by_id(user).exec(db).await.unwrap();
-    assert_eq!(
-        mfa_reset_items::Entity::find().all(db).await.unwrap().len(),
-        2
-    );
+    let items = || async { mfa_reset_items::Entity::find().all(db).await.unwrap().len() };
+    assert_eq!(items().await, 3, "the items outlive their user");
     // A reset still takes its customers and items with it.
     mfa_resets::Entity::delete_by_id(confirmed)
         .exec(db)
         .await
         .unwrap();
-    assert_eq!(
-        mfa_reset_items::Entity::find().all(db).await.unwrap().len(),
-        1
-    );
-    assert_eq!(
-        mfa_reset_customers::Entity::find()
-            .all(db)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(items().await, 2);
+    let customers_of_resets = mfa_reset_customers::Entity::find().all(db).await.unwrap();
+    assert_eq!(customers_of_resets.len(), 2);
 
-    // Down to the first release: what it cannot hold goes (the awaiting reset, the item of
-    // the deleted user, the event on every customer), the rest stays.
+    // Down to the first release: what it cannot hold goes (the awaiting reset, the items of
+    // the deleted user, the event on every customer), and the pending reset whose user is
+    // gone is cancelled rather than left with a plan it cannot apply.
     Migrator::down(db, Some(1)).await.unwrap();
     let count = |table: &'static str| async move { count_rows(db, table).await };
-    assert_eq!(count("mfa_resets").await, 0);
+    assert_eq!(count("mfa_resets").await, 1);
     assert_eq!(count("mfa_reset_items").await, 0);
     assert_eq!(count("audit_events").await, 1);
     assert_eq!(count("customers").await, 1);
+    let state = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT state FROM mfa_resets",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "state")
+        .unwrap();
+    assert_eq!(state, "CANCELLED");
     migrate(db).await.unwrap();
 }

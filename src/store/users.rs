@@ -7,11 +7,14 @@ use sea_orm::{
     QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, LikeExpr, Query},
 };
-use uuid::Uuid;
 
-use super::entities::{
-    authentication_methods as methods,
-    users::{ActiveModel, Column, Entity, Model},
+use super::{
+    entities::{
+        authentication_methods as methods,
+        users::{ActiveModel, Column, Entity, Model},
+    },
+    ids::{CustomerId, UserId},
+    values::{MethodKind, MethodState},
 };
 
 /// The MFA state a list is filtered by; see `domain::model::MfaState` for meaning.
@@ -33,8 +36,8 @@ pub struct UserFilter {
     pub prefix: Option<String>,
     /// MFA states (empty: every state).
     pub mfa_states: Vec<MfaStateFilter>,
-    /// Only users with an active method of one of these kinds (stored names).
-    pub method_kinds: Vec<String>,
+    /// Only users with an active method of one of these kinds.
+    pub method_kinds: Vec<MethodKind>,
     /// Only users with one of these external subjects.
     pub external_subjects: Vec<String>,
 }
@@ -56,7 +59,7 @@ fn mfa_state_condition(state: MfaStateFilter) -> Condition {
 
 /// `EXISTS (an active method of this user [of these kinds])`, correlated on the
 /// user's `(customer_id, id)` so that it uses the methods' tenant index.
-fn active_method_exists(kinds: &[String]) -> Expr {
+fn active_method_exists(kinds: &[MethodKind]) -> Expr {
     let mut sub = Query::select();
     sub.expr(Expr::val(1))
         .from(methods::Entity)
@@ -67,10 +70,13 @@ fn active_method_exists(kinds: &[String]) -> Expr {
         .and_where(
             Expr::col((methods::Entity, methods::Column::UserId)).equals((Entity, Column::Id)),
         )
-        .and_where(Expr::col((methods::Entity, methods::Column::State)).eq("ACTIVE"));
+        .and_where(
+            Expr::col((methods::Entity, methods::Column::State)).eq(MethodState::Active.as_str()),
+        );
     if !kinds.is_empty() {
         sub.and_where(
-            Expr::col((methods::Entity, methods::Column::Kind)).is_in(kinds.iter().cloned()),
+            Expr::col((methods::Entity, methods::Column::Kind))
+                .is_in(kinds.iter().map(|k| k.as_str())),
         );
     }
     Expr::exists(sub.to_owned())
@@ -95,9 +101,9 @@ fn like_prefix(prefix: &str) -> LikeExpr {
 /// are all seen.
 pub async fn list(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
+    customer_ids: &[CustomerId],
     filter: &UserFilter,
-    after: Option<Uuid>,
+    after: Option<UserId>,
     limit: u64,
 ) -> Result<Vec<Model>, DbErr> {
     let mut query = Entity::find().filter(Column::CustomerId.is_in(customer_ids.iter().copied()));
@@ -132,7 +138,7 @@ pub async fn list(
 /// [`super::resets::CHUNK`] subjects.
 pub async fn by_external_subjects(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
+    customer_ids: &[CustomerId],
     subjects: &[String],
 ) -> Result<Vec<Model>, DbErr> {
     let mut found = Vec::new();
@@ -150,7 +156,11 @@ pub async fn by_external_subjects(
 
 /// Deletes one user of `customer_id` and their methods (explicitly, so that the count is
 /// known; the foreign key would cascade anyway); returns how many methods went with them.
-pub async fn delete(db: &impl ConnectionTrait, customer_id: Uuid, id: Uuid) -> Result<u32, DbErr> {
+pub async fn delete(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    id: UserId,
+) -> Result<u32, DbErr> {
     let methods = methods::Entity::delete_many()
         .filter(methods::Column::CustomerId.eq(customer_id))
         .filter(methods::Column::UserId.eq(id))
@@ -168,8 +178,8 @@ pub async fn delete(db: &impl ConnectionTrait, customer_id: Uuid, id: Uuid) -> R
 /// The user with `id` if it belongs to one of `customer_ids`.
 pub async fn find_in(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
-    id: Uuid,
+    customer_ids: &[CustomerId],
+    id: UserId,
 ) -> Result<Option<Model>, DbErr> {
     Entity::find()
         .filter(Column::CustomerId.is_in(customer_ids.iter().copied()))
@@ -180,16 +190,16 @@ pub async fn find_in(
 
 #[derive(Debug, FromQueryResult)]
 struct ActiveCount {
-    user_id: Uuid,
+    user_id: uuid::Uuid,
     active: i64,
 }
 
 /// Active method counts of the given users (absent means zero), in one query.
 pub async fn active_method_counts(
     db: &impl ConnectionTrait,
-    customer_ids: &[Uuid],
-    user_ids: &[Uuid],
-) -> Result<HashMap<Uuid, u32>, DbErr> {
+    customer_ids: &[CustomerId],
+    user_ids: &[UserId],
+) -> Result<HashMap<UserId, u32>, DbErr> {
     if user_ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -204,14 +214,17 @@ pub async fn active_method_counts(
             customer_ids,
         ))
         .filter(methods::Column::UserId.is_in(user_ids.iter().copied()))
-        .filter(methods::Column::State.eq("ACTIVE"))
+        .filter(methods::Column::State.eq(MethodState::Active.as_str()))
         .group_by(methods::Column::UserId)
         .into_model::<ActiveCount>()
         .all(db)
         .await?;
     Ok(rows
         .into_iter()
-        .map(|row| (row.user_id, u32::try_from(row.active).unwrap_or(u32::MAX)))
+        .map(|row| {
+            let count = u32::try_from(row.active).unwrap_or(u32::MAX);
+            (UserId::from(row.user_id), count)
+        })
         .collect())
 }
 
@@ -227,8 +240,8 @@ pub async fn insert(db: &impl ConnectionTrait, user: Model) -> Result<Model, DbE
 /// user of `customer_id`.
 pub async fn update(
     db: &impl ConnectionTrait,
-    customer_id: Uuid,
-    id: Uuid,
+    customer_id: CustomerId,
+    id: UserId,
     changes: ActiveModel,
 ) -> Result<(), DbErr> {
     Entity::update_many()
@@ -243,8 +256,8 @@ pub async fn update(
 /// Clears `mfa_registration_required` of one user: they registered a method.
 pub async fn clear_registration_required(
     db: &impl ConnectionTrait,
-    customer_id: Uuid,
-    id: Uuid,
+    customer_id: CustomerId,
+    id: UserId,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), DbErr> {
     Entity::update_many()

@@ -139,6 +139,114 @@ async fn demo_admin_holds_a_different_role_in_each_demo_customer(app: &TestApp) 
     );
 }
 
+/// Runs the binary's `grant` / `revoke` on `app`'s database as operator `actor`.
+fn operator(app: &TestApp, actor: &str, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_mfa-reset"))
+        .args(["--database-url", &app.database_url, "--log", "warn"])
+        .args(args)
+        .args(["--actor", actor])
+        .output()
+        .expect("run mfa-reset");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+backend_test!(role_grants_and_revokes_by_operators_are_audited);
+async fn role_grants_and_revokes_by_operators_are_audited(app: &TestApp) {
+    let kinds = [pb::MethodKind::Phone];
+    let acme = app
+        .create_customer("Acme", pb::MfaPolicy::Enforced, &kinds)
+        .await
+        .id;
+    let globex = app
+        .create_customer("Globex", pb::MfaPolicy::Enforced, &kinds)
+        .await
+        .id;
+    for customer in [&acme, &globex] {
+        app.grant(ADMIN, Some(customer), "READER").await;
+    }
+    let role = ["--subject", "helpdesk", "--role", "AUTHENTICATION_ADMIN"];
+    fn on<'a>(customer: &'a str, role: &[&'a str]) -> Vec<&'a str> {
+        [&["grant", "--customer", customer][..], role].concat()
+    }
+    operator(app, "alice", &on(&acme, &role));
+    // Granting a role already held changes nothing and records nothing.
+    assert!(operator(app, "alice", &on(&acme, &role)).contains("nothing changed"));
+    operator(
+        app,
+        "bob",
+        &[
+            "grant",
+            "--customer",
+            "*",
+            "--subject",
+            "ops",
+            "--role",
+            "READER",
+        ],
+    );
+    operator(
+        app,
+        "carol",
+        &[&["revoke", "--customer", acme.as_str()][..], &role[..]].concat(),
+    );
+
+    let roles = |events: &[pb::AuditEvent]| -> Vec<(String, String, bool, String)> {
+        events
+            .iter()
+            .filter_map(|e| {
+                let (subject, role) = match e.details.as_ref()? {
+                    pb::audit_event::Details::RoleGranted(d) => (d.subject.clone(), d.role),
+                    pb::audit_event::Details::RoleRevoked(d) => (d.subject.clone(), d.role),
+                    _ => return None,
+                };
+                let role = pb::Role::try_from(role).unwrap().as_str_name().to_string();
+                Some((
+                    e.actor.clone(),
+                    e.customer_id.clone(),
+                    e.all_customers,
+                    format!("{:?} {subject} {role}", e.action()),
+                ))
+            })
+            .collect()
+    };
+    // Newest first: the revoke, the `*` grant (in every customer's log), the grant.
+    let in_acme = audit_events(app, &[&acme], pb::AuditAction::Unspecified, "").await;
+    assert_eq!(
+        roles(&in_acme),
+        [
+            (
+                "carol".into(),
+                acme.clone(),
+                false,
+                "RoleRevoked helpdesk ROLE_AUTHENTICATION_ADMIN".into()
+            ),
+            (
+                "bob".into(),
+                String::new(),
+                true,
+                "RoleGranted ops ROLE_READER".into()
+            ),
+            (
+                "alice".into(),
+                acme.clone(),
+                false,
+                "RoleGranted helpdesk ROLE_AUTHENTICATION_ADMIN".into()
+            ),
+        ]
+    );
+    let in_globex = audit_events(app, &[&globex], pb::AuditAction::RoleGranted, "").await;
+    assert_eq!(
+        roles(&in_globex),
+        [(
+            "bob".into(),
+            String::new(),
+            true,
+            "RoleGranted ops ROLE_READER".into()
+        )]
+    );
+}
+
 fn binary(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mfa-reset"))
         .arg("--data-dir")

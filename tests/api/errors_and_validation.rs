@@ -741,7 +741,7 @@ async fn registering_a_kind_the_customer_has_not_enabled_is_failed_precondition(
     let info = details.error_info().expect("ErrorInfo");
     assert_eq!(
         info.metadata.get("method_kind").map(String::as_str),
-        Some("HARDWARE_OATH"),
+        Some("METHOD_KIND_HARDWARE_OATH"),
         "{status:?}"
     );
     assert_eq!(

@@ -7,6 +7,7 @@ use futures::FutureExt;
 use mfa_reset::{
     auth::{AuthSettings, ServerSecret, mint_dev_token},
     config::Settings,
+    domain::{ids::CustomerId, model::Role},
     proto::v1::{
         self as pb, audit_log_client::AuditLogClient,
         authentication_methods_client::AuthenticationMethodsClient,
@@ -222,6 +223,8 @@ pub struct TestApp {
     pub secret: ServerSecret,
     /// The server's database, for operator actions (grants) and assertions.
     pub db: DatabaseConnection,
+    /// Its URL (for running the binary's operator subcommands on it).
+    pub database_url: String,
     /// SQL statements the server has run.
     pub statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
@@ -259,7 +262,7 @@ impl TestApp {
         let db = store::connect(&database_url)
             .await
             .expect("test connection");
-        store::roles::grant(&db, PROVISIONER, None, "PROVISIONER")
+        store::roles::grant(&db, PROVISIONER, None, Role::Provisioner)
             .await
             .expect("grant provisioner");
         TestApp {
@@ -267,6 +270,7 @@ impl TestApp {
             channel,
             secret,
             db,
+            database_url,
             statements,
             stop: Some(stop),
             handle: Some(handle),
@@ -321,20 +325,29 @@ impl TestApp {
         AuditLogClient::new(self.channel.clone())
     }
 
-    /// Grants `role` to `subject` on `customer` (None: `*`), as an operator would.
+    /// Grants `role` to `subject` on `customer` (None: `*`), as fixture setup: straight into
+    /// the store, unaudited (the operator's audited `grant` is tested through the binary).
     pub async fn grant(&self, subject: &str, customer: Option<&str>, role: &str) {
-        let customer = customer.map(|id| Uuid::parse_str(id).expect("customer id"));
-        store::roles::grant(&self.db, subject, customer, role)
-            .await
-            .expect("grant");
+        store::roles::grant(
+            &self.db,
+            subject,
+            fixture_customer(customer),
+            fixture_role(role),
+        )
+        .await
+        .expect("grant");
     }
 
-    /// Revokes, as an operator would.
+    /// Revokes, as fixture setup (see [`TestApp::grant`]).
     pub async fn revoke(&self, subject: &str, customer: Option<&str>, role: &str) {
-        let customer = customer.map(|id| Uuid::parse_str(id).expect("customer id"));
-        store::roles::revoke(&self.db, subject, customer, role)
-            .await
-            .expect("revoke");
+        store::roles::revoke(
+            &self.db,
+            subject,
+            fixture_customer(customer),
+            fixture_role(role),
+        )
+        .await
+        .expect("revoke");
     }
 
     /// Creates a customer through `CreateCustomer` as [`PROVISIONER`].
@@ -432,6 +445,14 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+fn fixture_customer(customer: Option<&str>) -> Option<CustomerId> {
+    customer.map(|id| CustomerId::parse(id).expect("customer id"))
+}
+
+fn fixture_role(role: &str) -> Role {
+    Role::parse(role).expect("a role name")
 }
 
 /// Every method kind.

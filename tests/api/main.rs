@@ -15,6 +15,7 @@ mod errors_and_validation;
 mod idempotency;
 mod methods;
 mod paging;
+mod random_bodies;
 mod rate_limit;
 mod replicas;
 mod reset_guarantees;

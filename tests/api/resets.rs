@@ -297,7 +297,11 @@ async fn confirm_applies_exactly_the_summary_with_an_audit_event_per_user(app: &
         assert_eq!(event.reason, "lost phone");
         assert_eq!(event.actor, ADMIN);
         assert!(!event.correlation_id.is_empty());
-        assert!(event.mfa_registration_required, "the state after the reset");
+        assert_eq!(
+            event.mfa_registration_required,
+            Some(true),
+            "the state after the reset"
+        );
         assert_eq!(event.mfa_reset_time, confirmed.confirm_time);
     }
     let root_event = events.iter().find(|e| e.user_id == w.root.id).unwrap();

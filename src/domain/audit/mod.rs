@@ -28,8 +28,9 @@ pub struct UserAfter {
     pub id: UserId,
     /// The id the sign-in system knows them by.
     pub external_subject: Option<String>,
-    /// Whether they must register MFA at their next sign-in.
-    pub mfa_registration_required: bool,
+    /// Whether they must register MFA at their next sign-in (`None`: not recorded, for events
+    /// written before the service kept it).
+    pub mfa_registration_required: Option<bool>,
     /// Their last MFA reset.
     pub mfa_reset_at: Option<DateTime<Utc>>,
 }
@@ -39,7 +40,7 @@ impl From<&User> for UserAfter {
         UserAfter {
             id: user.id,
             external_subject: user.external_subject.clone(),
-            mfa_registration_required: user.mfa_registration_required,
+            mfa_registration_required: Some(user.mfa_registration_required),
             mfa_reset_at: user.mfa_reset_at,
         }
     }
@@ -91,7 +92,7 @@ impl AuditEvent {
         now: DateTime<Utc>,
     ) -> Self {
         AuditEvent {
-            id: AuditEventId::new(),
+            id: AuditEventId::generate(),
             customer_id,
             occurred_at: now,
             actor: actor.to_string(),
@@ -154,7 +155,7 @@ impl AuditEvent {
             request_id: self.correlation_id,
             details: stored::to_json(&self.details),
             external_subject: self.user.as_ref().and_then(|u| u.external_subject.clone()),
-            mfa_registration_required: self.user.as_ref().map(|u| u.mfa_registration_required),
+            mfa_registration_required: self.user.as_ref().and_then(|u| u.mfa_registration_required),
             mfa_reset_at: self.user.as_ref().and_then(|u| u.mfa_reset_at),
         }
     }
@@ -167,7 +168,7 @@ impl AuditEvent {
         let user = model.user_id.map(|id| UserAfter {
             id: id.into(),
             external_subject: model.external_subject,
-            mfa_registration_required: model.mfa_registration_required.unwrap_or(false),
+            mfa_registration_required: model.mfa_registration_required,
             mfa_reset_at: model.mfa_reset_at,
         });
         Ok(AuditEvent {
@@ -222,27 +223,24 @@ pub async fn list(
     db: &impl ConnectionTrait,
     selection: &Selection,
     query: &AuditQuery,
-    page: PageRequest<Uuid>,
-) -> DomainResult<Page<AuditEvent, Uuid>> {
+    page: PageRequest<AuditEventId>,
+) -> DomainResult<Page<AuditEvent, AuditEventId>> {
     // The id range lets the `(customer_id, id)` index narrow the scan; the margin covers
     // the moment between making an event's id and its timestamp (and clock steps between
     // replicas). The exact bounds are on `occurred_at`.
     let margin = chrono::Duration::seconds(ID_RANGE_MARGIN_SECS);
     let filter = store::audit::AuditFilter {
-        user_id: query.user_id.map(UserId::uuid),
+        user_id: query.user_id,
         actor: query.actor.clone(),
-        actions: query
-            .actions
-            .iter()
-            .map(|a| a.as_str().to_string())
-            .collect(),
+        actions: query.actions.clone(),
         occurred_from: query.start_time,
         occurred_before: query.end_time,
         min_id: query.start_time.map(|t| v7_floor(t - margin)),
         max_id_exclusive: query.end_time.map(|t| v7_floor(t + margin)),
     };
     let rows = store::audit::list(db, &selection.ids(), &filter, page.after, page.size + 1).await?;
-    Page::from_rows(rows, page.size, |row| row.id).try_map(AuditEvent::from_model)
+    Page::from_rows(rows, page.size, |row| AuditEventId::from(row.id))
+        .try_map(AuditEvent::from_model)
 }
 
 #[cfg(test)]

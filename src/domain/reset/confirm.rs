@@ -75,12 +75,12 @@ pub async fn confirm(
         }
         selection.require_reset_options(reset.options.scope, &reset.options.method_kinds)?;
 
-        let stored_items: Vec<PlanItem> = store::resets::items(txn, id.uuid(), None, None, None)
+        let stored_items: Vec<PlanItem> = store::resets::items(txn, id, None, None, None)
             .await?
             .into_iter()
             .map(stored::item_from_model)
             .collect::<DomainResult<_>>()?;
-        let user_ids: Vec<_> = stored_items.iter().map(|i| i.user_id.uuid()).collect();
+        let user_ids: Vec<_> = stored_items.iter().map(|i| i.user_id).collect();
         let users =
             store::resets::users_in(txn, &selection.ids(), &user_ids, Lock::ForUpdate).await?;
         let current = current_plan(
@@ -99,9 +99,9 @@ pub async fn confirm(
         apply(txn, caller, &reset, &selection, &stored_items, &current, now).await?;
         let finished = store::resets::transition(
             txn,
-            id.uuid(),
-            &[ResetState::Pending.as_str()],
-            ResetState::Confirmed.as_str(),
+            id,
+            &[ResetState::Pending],
+            ResetState::Confirmed,
             [
                 (mfa_resets::Column::ConfirmedBy, caller.subject.clone().into()),
                 (mfa_resets::Column::ConfirmedAt, now.into()),
@@ -250,13 +250,13 @@ async fn apply(
                 Disposition::Deactivate => (&mut deactivate, &mut deactivated),
                 Disposition::Keep => continue,
             };
-            ids.push(m.id.uuid());
+            ids.push(m.id);
             *counts.entry(m.kind).or_insert(0) += 1;
         }
         let required = plan::registration_required_after(item, policy(item.customer_id));
-        affected.push(item.user_id.uuid());
+        affected.push(item.user_id);
         if required {
-            registration_required.push(item.user_id.uuid());
+            registration_required.push(item.user_id);
         }
         let after = UserAfter {
             id: item.user_id,
@@ -264,8 +264,9 @@ async fn apply(
                 .items
                 .get(&item.user_id)
                 .and_then(|c| c.external_subject.clone()),
-            mfa_registration_required: required
-                || current.registration_required.contains(&item.user_id),
+            mfa_registration_required: Some(
+                required || current.registration_required.contains(&item.user_id),
+            ),
             mfa_reset_at: Some(now),
         };
         let details = AuditDetails::MfaReset {

@@ -2,7 +2,6 @@
 //! paging through a reset's items.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
-use uuid::Uuid;
 
 use super::{
     MfaReset, PlanItem, ResetState, SkipReason, load_visible, lost_race, precheck_requester,
@@ -46,9 +45,9 @@ pub async fn cancel(
         let now = crate::domain::now();
         let cancelled = store::resets::transition(
             txn,
-            id.uuid(),
-            &[previous_state.as_str()],
-            ResetState::Cancelled.as_str(),
+            id,
+            &[previous_state],
+            ResetState::Cancelled,
             [
                 (
                     mfa_resets::Column::CancelledBy,
@@ -122,22 +121,11 @@ pub async fn list_items(
 ) -> DomainResult<(MfaReset, Page<PlanItem, i32>)> {
     let (reset, _) = load_visible(db, caller, id, false).await?;
     let filter = ItemFilter {
-        customer_ids: query.customer_ids.iter().map(|c| c.uuid()).collect(),
+        customer_ids: query.customer_ids.clone(),
         skipped: query.outcome.map(|o| o == ItemOutcome::Skipped),
-        skip_reasons: query
-            .skip_reasons
-            .iter()
-            .map(|r| r.as_str().to_string())
-            .collect(),
+        skip_reasons: query.skip_reasons.clone(),
     };
-    let rows = store::resets::items(
-        db,
-        id.uuid(),
-        Some(&filter),
-        page.after,
-        Some(page.size + 1),
-    )
-    .await?;
+    let rows = store::resets::items(db, id, Some(&filter), page.after, Some(page.size + 1)).await?;
     let page =
         Page::from_rows(rows, page.size, |row| row.position).try_map(stored::item_from_model)?;
     Ok((reset, page))
@@ -162,8 +150,8 @@ pub async fn list(
     caller: &Caller,
     customer_ids: &[CustomerId],
     query: &ResetQuery,
-    page: PageRequest<Uuid>,
-) -> DomainResult<Page<MfaReset, Uuid>> {
+    page: PageRequest<ResetId>,
+) -> DomainResult<Page<MfaReset, ResetId>> {
     let selection = Selection::resolve(db, &caller.subject, customer_ids, Action::Read).await?;
     let now = crate::domain::now();
     let mut filter = ListFilter {
@@ -173,12 +161,10 @@ pub async fn list(
     };
     for state in &query.states {
         match state {
-            ResetState::Pending | ResetState::AwaitingApproval => {
-                filter.open_states.push(state.as_str())
-            }
+            ResetState::Pending | ResetState::AwaitingApproval => filter.open_states.push(*state),
             ResetState::Expired => filter.expired = true,
             ResetState::Confirmed | ResetState::Cancelled | ResetState::Rejected => {
-                filter.final_states.push(state.as_str())
+                filter.final_states.push(*state)
             }
         }
     }
@@ -191,17 +177,16 @@ pub async fn list(
                 .customers()
                 .iter()
                 .filter(|c| selection.grants().allows(c.id, action))
-                .map(|c| c.id.uuid())
+                .map(|c| c.id)
                 .collect()
         };
         filter.approvable_by = Some(store::resets::Approver {
             subject: caller.subject.clone(),
             may_reset: allowed(Action::ResetMfa),
             may_reset_admins: allowed(Action::ResetAdminMfa),
-            awaiting: ResetState::AwaitingApproval.as_str(),
         });
     }
     let rows = store::resets::list(db, &filter, now, page.after, page.size + 1).await?;
-    Page::from_rows(rows, page.size, |row| row.id)
+    Page::from_rows(rows, page.size, |row| ResetId::from(row.id))
         .try_map(|model| stored::reset_from_model(model, now))
 }

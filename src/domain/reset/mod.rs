@@ -18,7 +18,6 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
-use uuid::Uuid;
 
 use self::plan::{Summary, UserFacts};
 pub use self::{
@@ -28,63 +27,22 @@ pub use self::{
 };
 use super::{
     Caller, DomainError, DomainResult,
+    error::MetadataValue,
     ids::{CustomerId, MethodId, ResetId, UserId},
     methods,
-    model::{Action, MethodKind, MethodScope, MethodState, ResetScope, named_enum},
+    model::{Action, MethodKind, MethodScope, MethodState, ResetScope},
     paging::Page,
     reason::Reason,
     selection::Selection,
     users::{UserQuery, UserRef},
 };
+pub use crate::store::values::{Disposition, ResetState, SkipReason};
 use crate::store::{self, resets::Lock};
 
 const RESOURCE: &str = "mfareset.v1.MfaReset";
 
 /// Most users one reset may name.
 pub const MAX_USERS_PER_RESET: usize = 10_000;
-
-named_enum!(
-    /// What a reset does to one method.
-    Disposition {
-        /// Deleted.
-        Delete => "DELETE",
-        /// Deactivated (hardware tokens).
-        Deactivate => "DEACTIVATE",
-        /// Left as it is.
-        Keep => "KEEP",
-    }
-);
-
-named_enum!(
-    /// Why a reset leaves a user alone.
-    SkipReason {
-        /// No MFA to reset within the options.
-        NotEnrolled => "NOT_ENROLLED",
-        /// An admin, and the requester is not privileged in their customer.
-        ProtectedAdmin => "PROTECTED_ADMIN",
-        /// The requester themself.
-        SelfUser => "SELF",
-    }
-);
-
-named_enum!(
-    /// The life cycle of a reset. An open set (DESIGN.md): clients treat a state they do not
-    /// know as "not applied".
-    ResetState {
-        /// Summarized, waiting for its requester's confirmation.
-        Pending => "PENDING",
-        /// Confirmed by its requester, waiting for a second administrator's approval.
-        AwaitingApproval => "AWAITING_APPROVAL",
-        /// Applied once.
-        Confirmed => "CONFIRMED",
-        /// Cancelled by its requester.
-        Cancelled => "CANCELLED",
-        /// Rejected by an approver.
-        Rejected => "REJECTED",
-        /// Neither confirmed nor approved in time (derived from `expires_at`, never stored).
-        Expired => "EXPIRED",
-    }
-);
 
 impl ResetState {
     /// Whether a reset in this state may still be applied (by a confirm or an approval).
@@ -272,7 +230,7 @@ async fn current_plan(
     lock: Lock,
 ) -> DomainResult<Current> {
     let customer_ids = selection.ids();
-    let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
+    let ids: Vec<UserId> = users.iter().map(|u| u.id.into()).collect();
     let mut methods_by_user: HashMap<UserId, Vec<_>> = HashMap::new();
     for model in store::resets::methods_of(db, &customer_ids, &ids, lock).await? {
         let method = methods::from_model(model)?;
@@ -318,14 +276,13 @@ async fn load_visible(
     id: ResetId,
     lock: bool,
 ) -> DomainResult<(MfaReset, Selection)> {
-    let model = store::resets::find(db, id.uuid(), lock)
+    let model = store::resets::find(db, id, lock)
         .await?
         .ok_or_else(|| DomainError::not_found(RESOURCE, id))?;
     let reset = stored::reset_from_model(model, super::now())?;
     if lock {
         // Before the customers are read: a policy change must not slip in between.
-        let ids: Vec<Uuid> = reset.customer_ids.iter().map(|c| c.uuid()).collect();
-        store::resets::lock_customers(db, &ids).await?;
+        store::resets::lock_customers(db, &reset.customer_ids).await?;
     }
     match Selection::resolve(db, &caller.subject, &reset.customer_ids, Action::Read).await {
         Ok(selection) => Ok((reset, selection)),
@@ -379,7 +336,7 @@ fn state_error(reset: &MfaReset) -> DomainError {
     };
     DomainError::precondition(reason, message)
         .with_metadata("reset_id", reset.id)
-        .with_metadata("state", reset.state)
+        .with_metadata_value("state", MetadataValue::ResetState(reset.state))
 }
 
 /// The rows changed under a write although they were locked: never expected, but refused

@@ -416,9 +416,9 @@ mod tests {
 
     fn method(kind: MethodKind, scope: MethodScope) -> Method {
         Method {
-            id: MethodId::new(),
-            customer_id: CustomerId::new(),
-            user_id: UserId::new(),
+            id: MethodId::generate(),
+            customer_id: CustomerId::generate(),
+            user_id: UserId::generate(),
             kind,
             scope,
             label: "+1 555 123 4567".into(),
@@ -431,8 +431,8 @@ mod tests {
 
     fn user(admin: bool, subject: &str) -> UserFacts {
         UserFacts {
-            id: UserId::new(),
-            customer_id: CustomerId::new(),
+            id: UserId::generate(),
+            customer_id: CustomerId::generate(),
             display_name: "U".into(),
             admin,
             external_subject: Some(subject.into()),

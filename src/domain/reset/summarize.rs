@@ -14,7 +14,7 @@ use crate::{
     domain::{
         Caller, DomainError, DomainResult, FieldViolation,
         idempotency::{self, Answer, Idempotency},
-        ids::ResetId,
+        ids::{ResetId, UserId},
         model::Action,
         paging::Page,
         reason::Reason,
@@ -68,7 +68,7 @@ pub async fn summarize(
         items.push(item);
     }
 
-    let id = ResetId::new();
+    let id = ResetId::generate();
     let now = crate::domain::now();
     let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15));
     let summary = plan::summarize(selection.customers(), &items);
@@ -111,6 +111,7 @@ pub async fn summarize(
 
     let txn = store::begin_write(db).await?;
     if let Some(answer) = idempotency::claim(&txn, caller, &idempotency).await? {
+        txn.rollback().await?;
         return Ok(Answer::Replay(answer));
     }
     let model = stored::new_reset_model(&summarized.reset, caller.correlation_id.clone());
@@ -132,12 +133,11 @@ async fn resolve(
     refs: &UserRefs,
 ) -> DomainResult<Vec<users::Model>> {
     let customer_ids = selection.ids();
-    let ids: Vec<Uuid> = refs.ids.iter().map(|id| id.uuid()).collect();
-    let mut by_id: HashMap<Uuid, users::Model> =
-        store::resets::users_in(db, &customer_ids, &ids, Lock::None)
+    let mut by_id: HashMap<UserId, users::Model> =
+        store::resets::users_in(db, &customer_ids, &refs.ids, Lock::None)
             .await?
             .into_iter()
-            .map(|u| (u.id, u))
+            .map(|u| (u.id.into(), u))
             .collect();
     let mut by_subject: HashMap<String, Vec<users::Model>> = HashMap::new();
     if !refs.external_subjects.is_empty() {
@@ -153,7 +153,7 @@ async fn resolve(
     let missing: Vec<String> = refs
         .all()
         .filter(|r| match r {
-            UserRef::Id(id) => !by_id.contains_key(&id.uuid()),
+            UserRef::Id(id) => !by_id.contains_key(id),
             UserRef::ExternalSubject(s) => !by_subject.contains_key(s),
         })
         .map(|r| r.describe())
@@ -176,7 +176,7 @@ async fn resolve(
     let mut seen: HashMap<Uuid, String> = HashMap::new();
     let mut twice = Vec::new();
     for (i, id) in refs.ids.iter().enumerate() {
-        if let Some(user) = by_id.remove(&id.uuid()) {
+        if let Some(user) = by_id.remove(id) {
             seen.insert(user.id, format!("users.user_ids[{i}]"));
             users.push(user);
         }

@@ -15,6 +15,10 @@
 //! - `idempotency_keys`: one row per (principal, RPC, request id), written in the transaction
 //!   of the change it answers.
 //!
+//! Going down drops what the first release cannot hold: awaiting and rejected resets, events
+//! about every customer, and the items of deleted users (their open resets are cancelled
+//! first, as their plans can no longer be applied).
+//!
 //! PostgreSQL alters the tables in place. SQLite cannot drop a constraint, so there the reset
 //! tables and the audit log are rebuilt: new tables are created, filled and renamed into
 //! place (children first dropped, parents last, so no foreign-key action fires), inside the
@@ -121,6 +125,9 @@ ALTER TABLE audit_events
   DROP COLUMN mfa_reset_at;
 ALTER TABLE audit_events ALTER COLUMN customer_id SET NOT NULL;
 ALTER TABLE mfa_reset_items DROP COLUMN external_subject;
+UPDATE mfa_resets SET state = 'CANCELLED', cancelled_at = now(), cancelled_by = requested_by
+  WHERE state = 'PENDING' AND id IN (SELECT i.reset_id FROM mfa_reset_items i
+    WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.customer_id = i.customer_id AND u.id = i.user_id));
 DELETE FROM mfa_reset_items i WHERE NOT EXISTS
   (SELECT 1 FROM users u WHERE u.customer_id = i.customer_id AND u.id = i.user_id);
 ALTER TABLE mfa_reset_items ADD CONSTRAINT fk_mfa_reset_items_user
@@ -308,6 +315,9 @@ CREATE TABLE "audit_events_v2" (
 "#;
 
 const SQLITE_DOWN_COPY: &str = r#"
+UPDATE mfa_resets SET state = 'CANCELLED', cancelled_at = created_at
+  WHERE state = 'PENDING' AND id IN (SELECT i.reset_id FROM mfa_reset_items i
+    WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.customer_id = i.customer_id AND u.id = i.user_id));
 INSERT INTO mfa_resets_v2 (id, requested_by, state, scope, method_kinds, reason, etag,
     request_id, created_at, expires_at, confirmed_at, cancelled_at, summary)
   SELECT id, requested_by, state, scope, method_kinds, reason, etag,
@@ -332,10 +342,12 @@ INSERT INTO audit_events_v2 (id, customer_id, occurred_at, actor, action, user_i
 
 /// Events written before this migration: the user's external subject (as it is now, the best
 /// the database still knows) and, for MFA_RESET events, the state the reset left (their
-/// `details` said whether registration was required; the reset time is the event's).
+/// `details` said whether registration was required; the reset time is the event's). Other
+/// events keep no MFA state (NULL: not recorded).
 const BACKFILL_AUDIT: &str = "
 UPDATE audit_events SET external_subject =
-  (SELECT u.external_subject FROM users u WHERE u.id = audit_events.user_id)
+  (SELECT u.external_subject FROM users u
+    WHERE u.customer_id = audit_events.customer_id AND u.id = audit_events.user_id)
   WHERE user_id IS NOT NULL AND external_subject IS NULL;
 UPDATE audit_events SET mfa_reset_at = occurred_at,
   mfa_registration_required = (details LIKE '%\"mfa_registration_required\":true%')
