@@ -119,6 +119,7 @@ async fn run_case(
         listen: "127.0.0.1:0".parse()?,
         database_url: url.to_string(),
         db_max_connections: 10,
+        max_header_list_bytes: 512 * 1024,
         secret_file: dir.join("secret.key"),
         auth: AuthSettings {
             issuer: "mfa-reset".into(),

@@ -74,7 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cutoff = now - chrono::Duration::days(i64::from(args.older_than_days));
             let txn = store::begin_write(&db).await?;
             let purged = store::resets::purge_finished(&txn, cutoff, now).await?;
-            txn.commit().await?;
+            store::commit(txn).await?;
             println!("purged {purged} finished MFA reset(s) made before {cutoff}");
             Ok(())
         }

@@ -158,6 +158,12 @@ pub struct ServeArgs {
     /// Largest request or response message, in bytes.
     #[arg(long, env = "MFA_RESET_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Largest HTTP/2 header block a call may send (its metadata, the bearer token included),
+    /// in bytes. Up to this size an oversized token is refused with a gRPC status (tokens over
+    /// 16 KiB are TOKEN_TOO_LARGE); past it HTTP/2 refuses the stream itself, and a block far
+    /// past it may make the HTTP/2 library end the whole connection.
+    #[arg(long, env = "MFA_RESET_MAX_HEADER_LIST_BYTES", default_value_t = 512 * 1024)]
+    pub max_header_list_bytes: u32,
     /// On SIGINT/SIGTERM, how long in-flight calls may take to finish, in seconds.
     #[arg(long, env = "MFA_RESET_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -244,6 +250,8 @@ pub struct Settings {
     pub max_concurrent_requests: usize,
     /// Largest message, in bytes.
     pub max_message_bytes: usize,
+    /// Largest header block, in bytes.
+    pub max_header_list_bytes: u32,
     /// Calls per principal and minute (0: unlimited).
     pub rate_limit_per_minute: u32,
     /// Grace period for in-flight calls at shutdown.
@@ -272,6 +280,7 @@ impl Settings {
             request_timeout: Duration::from_secs(serve.request_timeout_secs),
             max_concurrent_requests: serve.max_concurrent_requests,
             max_message_bytes: serve.max_message_bytes,
+            max_header_list_bytes: serve.max_header_list_bytes,
             rate_limit_per_minute: serve.rate_limit_per_minute,
             shutdown_grace: Duration::from_secs(serve.shutdown_grace_secs),
             reset_ttl: Duration::from_secs(serve.reset_ttl_secs),

@@ -188,7 +188,7 @@ pub async fn seed(db: &DatabaseConnection) -> anyhow::Result<Seeded> {
         seed_users(&txn, spec, customer.id, now).await?;
     }
     seeded.samples = pick_samples(&txn, &seeded).await?;
-    txn.commit().await?;
+    store::commit(txn).await?;
     Ok(seeded)
 }
 

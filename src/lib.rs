@@ -1,7 +1,7 @@
 //! mfa-reset: a gRPC service for multi-tenant MFA administration.
 //!
 //! Data flows one way: [`api`] (gRPC edge) -> [`domain`] (rules) -> [`store`] (sea-orm).
-//! [`server`] composes the services with health, reflection and the tower layers;
+//! [`server`] composes the services with health, reflection and the tower [`layers`];
 //! [`config`] holds every setting; [`telemetry`] sets up tracing and OpenTelemetry;
 //! [`auth`] verifies bearer tokens; [`cli`] runs the operator subcommands; [`demo`]
 //! seeds demo data.
@@ -12,8 +12,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod layers;
 pub mod proto;
-pub mod rate_limit;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -13,27 +13,20 @@ use std::{
 };
 
 use anyhow::Context;
-use http::Request;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{server::NamedService, transport::Server};
+use tonic::{codec::CompressionEncoding, server::NamedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer},
-};
-use tracing::Level;
 
 use crate::{
     api::{
-        AppState, REQUEST_ID_HEADER, audit_log::AuditLogService,
-        authentication_methods::AuthenticationMethodsService, customers::CustomersService,
-        paging::PageTokens, users::UsersService,
+        AppState, audit_log::AuditLogService, authentication_methods::AuthenticationMethodsService,
+        customers::CustomersService, paging::PageTokens, users::UsersService,
     },
-    auth::{AuthLayer, ServerSecret, TokenVerifier},
+    auth::{ServerSecret, TokenVerifier},
     config::Settings,
+    layers::Layers,
     proto::{
         FILE_DESCRIPTOR_SET, google_rpc_file_descriptor_set,
         v1::{
@@ -42,7 +35,6 @@ use crate::{
             customers_server::CustomersServer, users_server::UsersServer,
         },
     },
-    rate_limit::RateLimitLayer,
     store,
 };
 
@@ -53,9 +45,6 @@ pub const SERVICE_NAMES: [&str; 4] = [
     <AuthenticationMethodsServer<AuthenticationMethodsService> as NamedService>::NAME,
     <AuditLogServer<AuditLogService> as NamedService>::NAME,
 ];
-
-/// The largest header block a call may send.
-const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
 /// A built, bound, not yet serving application.
 pub struct Application {
@@ -147,48 +136,34 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
+        // Every service: the message size limit both ways, and gzip-compressed requests
+        // accepted (large selections compress well; the size limit applies after
+        // decompression). Responses are sent as they are.
         let max = self.settings.max_message_bytes;
+        macro_rules! configured {
+            ($server:expr) => {
+                $server
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max)
+                    .accept_compressed(CompressionEncoding::Gzip)
+            };
+        }
         let state = self.state.clone();
-        let customers = CustomersServer::new(CustomersService::new(state.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        let users = UsersServer::new(UsersService::new(state.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        let methods =
-            AuthenticationMethodsServer::new(AuthenticationMethodsService::new(state.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
-        let audit_log = AuditLogServer::new(AuditLogService::new(state))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+        let customers = configured!(CustomersServer::new(CustomersService::new(state.clone())));
+        let users = configured!(UsersServer::new(UsersService::new(state.clone())));
+        let methods = configured!(AuthenticationMethodsServer::new(
+            AuthenticationMethodsService::new(state.clone())
+        ));
+        let audit_log = configured!(AuditLogServer::new(AuditLogService::new(state)));
 
-        // Outermost first: every call gets a request id (the client's or a new one, echoed
-        // back), then a span carrying it, then waits for one of the global slots, then is
-        // authenticated, then counted against its principal's rate limit. Handlers never
-        // see a call that skipped any of these.
-        let layers = ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(
-                http::HeaderName::from_static(REQUEST_ID_HEADER),
-                MakeRequestUuid,
-            ))
-            .layer(PropagateRequestIdLayer::new(http::HeaderName::from_static(
-                REQUEST_ID_HEADER,
-            )))
-            .layer(
-                TraceLayer::new_for_grpc()
-                    .make_span_with(rpc_span)
-                    .on_response(DefaultOnResponse::new().level(Level::INFO))
-                    .on_failure(DefaultOnFailure::new().level(Level::INFO)),
-            )
-            .layer(GlobalConcurrencyLimitLayer::new(
-                self.settings.max_concurrent_requests,
-            ))
-            .layer(AuthLayer::new(self.verifier.clone()))
-            .layer(RateLimitLayer::per_minute(
-                self.settings.rate_limit_per_minute,
-            ))
-            .into_inner();
+        let layers = Layers {
+            verifier: self.verifier.clone(),
+            db: self.state.db.clone(),
+            request_timeout: self.settings.request_timeout,
+            max_concurrent_requests: self.settings.max_concurrent_requests,
+            rate_limit_per_minute: self.settings.rate_limit_per_minute,
+            max_message_bytes: max,
+        };
 
         let started = Arc::new(tokio::sync::Notify::new());
         let signal = {
@@ -209,11 +184,12 @@ impl Application {
 
         tracing::info!(address = %self.listener.local_addr()?, "mfa-reset serving");
         let serve = Server::builder()
-            .timeout(self.settings.request_timeout)
-            // Room for the largest bearer token the verifier accepts (16 KiB) plus the
-            // other headers, so an oversized token is refused by the auth layer with a
-            // gRPC status rather than by HTTP/2 with a bare 431.
-            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+            // Deadlines are the deadline layer's (with an ErrorInfo), not tonic's timeout.
+            // Header blocks far larger than the biggest token accepted (16 KiB) still reach
+            // the auth layer, which refuses the token with a gRPC status: a smaller limit
+            // would answer a bare HTTP 431, and h2 ends the whole connection (GOAWAY) for a
+            // block well past its limit, killing the caller's other calls.
+            .http2_max_header_list_size(self.settings.max_header_list_bytes)
             .layer(layers)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -256,23 +232,6 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     for name in SERVICE_NAMES {
         health.set_service_status(name, status).await;
     }
-}
-
-/// The span of one call: the RPC, the request id, and fields that later layers and
-/// handlers fill in (principal, customer ids). Never contact data.
-fn rpc_span<B>(request: &Request<B>) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!(
-        "rpc",
-        rpc = %request.uri().path(),
-        request_id = %request_id,
-        principal = tracing::field::Empty,
-        customer_ids = tracing::field::Empty,
-    )
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use super::MAX_TOKEN_BYTES;
 use crate::{api::status::status, domain::Reason};
 
 /// Why a request could not be authenticated. Messages never contain the token or key
@@ -15,6 +16,9 @@ pub enum AuthError {
     /// Something was sent, but it is not `Bearer <JWT>`, or the JWT cannot be parsed.
     #[error("malformed bearer token")]
     Malformed,
+    /// The token is longer than [`MAX_TOKEN_BYTES`]; it was not read.
+    #[error("bearer token too large: at most {MAX_TOKEN_BYTES} bytes are read")]
+    TooLarge,
     /// The token's `exp` (plus leeway) has passed.
     #[error("bearer token expired")]
     Expired,
@@ -33,6 +37,7 @@ impl AuthError {
         match self {
             AuthError::Missing => Reason::TokenMissing,
             AuthError::Malformed => Reason::TokenMalformed,
+            AuthError::TooLarge => Reason::TokenTooLarge,
             AuthError::Expired => Reason::TokenExpired,
             AuthError::InvalidSignature => Reason::TokenInvalidSignature,
             AuthError::Invalid(_) => Reason::TokenInvalid,
@@ -44,11 +49,15 @@ impl From<AuthError> for Status {
     /// Every authentication failure is UNAUTHENTICATED with an `ErrorInfo` of its reason;
     /// the message is the error's display text.
     fn from(err: AuthError) -> Status {
+        let mut metadata = std::collections::HashMap::new();
+        if err == AuthError::TooLarge {
+            metadata.insert("max_token_bytes".into(), MAX_TOKEN_BYTES.to_string());
+        }
         status(
             Code::Unauthenticated,
             err.reason(),
             err.to_string(),
-            Default::default(),
+            metadata,
             Vec::new(),
         )
     }

@@ -19,8 +19,9 @@ use super::{AuthError, Principal, ServerSecret};
 /// never an HMAC key that other derived keys could be confused with.
 const HS256_KEY_PURPOSE: &str = "mfa-reset/jwt-hs256";
 
-/// Longer tokens are refused before any parsing, to bound the work an anonymous caller causes.
-const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Longer tokens are refused (TOKEN_TOO_LARGE) before any parsing, to bound the work an
+/// anonymous caller causes.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Clock-skew allowance above this is a misconfiguration that would keep expired tokens alive.
 const MAX_LEEWAY_SECONDS: u64 = 3600;
@@ -95,8 +96,8 @@ impl TokenVerifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(AuthError::Malformed);
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| unreadable_header(token))?;
         if header.crit.is_some() {

@@ -1,5 +1,6 @@
-//! The tower layer that authenticates every `mfareset.v1` call before any handler runs, so
-//! that a handler never has to remember to. Health checks and reflection stay open.
+//! The tower layer that authenticates every call before any handler runs, so that a handler
+//! never has to remember to. Only health checks and reflection are open: any other path,
+//! including a service added later or one this server does not have, needs a valid token.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,8 +13,14 @@ use tower::{Layer, Service};
 
 use super::{AuthError, Principal, TokenVerifier};
 
-/// Requests to this service's own RPCs start with this path; they all need a bearer token.
-const PROTECTED_PATH_PREFIX: &str = "/mfareset.v1.";
+/// The services that answer without a token: what load balancers, orchestrators and
+/// `grpcurl`-style tools call before they hold one. Health says only whether the server
+/// serves; reflection describes the public contract.
+const OPEN_SERVICES: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
 
 /// Adds [`AuthService`] around a tonic server's routes (`Server::builder().layer(...)`).
 #[derive(Clone, Debug)]
@@ -39,9 +46,9 @@ impl<S> Layer<S> for AuthLayer {
     }
 }
 
-/// For paths under `/mfareset.v1.`: verifies `authorization: Bearer <token>`, puts the
-/// [`Principal`] into the request extensions and on the current span (`principal` field),
-/// or answers UNAUTHENTICATED without calling the inner service. Other paths pass through.
+/// For every path but the [`OPEN_SERVICES`]: verifies `authorization: Bearer <token>`, puts
+/// the [`Principal`] into the request extensions and on the current span (`principal` field),
+/// or answers UNAUTHENTICATED without calling the inner service.
 #[derive(Clone, Debug)]
 pub struct AuthService<S> {
     inner: S,
@@ -67,7 +74,8 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
-        if !req.uri().path().starts_with(PROTECTED_PATH_PREFIX) {
+        let path = req.uri().path();
+        if OPEN_SERVICES.iter().any(|open| path.starts_with(open)) {
             return Box::pin(self.inner.call(req));
         }
         // Verification is synchronous, so it runs inside whatever span the layers outside
@@ -231,11 +239,38 @@ mod tests {
         for path in [
             "/grpc.health.v1.Health/Check",
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         ] {
             let response = call(request(path, None)).await;
             assert!(response.headers().get("grpc-status").is_none(), "{path}");
             assert!(response.headers().get("x-principal").is_none(), "{path}");
         }
+    }
+
+    #[tokio::test]
+    async fn every_other_path_needs_a_token() {
+        for path in [
+            "/mfareset.v2.Users/ListUsers",
+            "/grpc.health.v2.Health/Check",
+            "/grpc.health.v1.HealthX/Check",
+            "/admin.Debug/Dump",
+            "/",
+            "/grpc.reflection.v1.ServerReflection",
+        ] {
+            let response = call(request(path, None)).await;
+            assert_eq!(refusal_reason(&response), "TOKEN_MISSING", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_token_is_refused_unread() {
+        let token = "a".repeat(crate::auth::MAX_TOKEN_BYTES + 1);
+        let response = call(request(
+            "/mfareset.v1.Users/ListUsers",
+            Some(&format!("Bearer {token}")),
+        ))
+        .await;
+        assert_eq!(refusal_reason(&response), "TOKEN_TOO_LARGE");
     }
 
     /// Log output captured in memory, to see what the span carried.

@@ -22,7 +22,7 @@ pub mod principal;
 pub mod secret;
 
 pub use error::AuthError;
-pub use jwt::{AuthSettings, TokenVerifier, mint_dev_token};
+pub use jwt::{AuthSettings, MAX_TOKEN_BYTES, TokenVerifier, mint_dev_token};
 pub use layer::{AuthLayer, AuthService};
 pub use principal::{Principal, principal};
 pub use secret::ServerSecret;

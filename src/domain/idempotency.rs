@@ -132,7 +132,7 @@ pub async fn write<T>(
     }
     let value = work(&txn).await?;
     remember(&txn, caller, &idempotency, &value).await?;
-    txn.commit().await?;
+    store::commit(txn).await?;
     Ok(Answer::New(value))
 }
 
@@ -186,6 +186,6 @@ pub async fn remember<T>(
 pub async fn purge_expired(db: &DatabaseConnection) -> DomainResult<u64> {
     let txn = store::begin_write(db).await?;
     let purged = store::idempotency::purge(&txn, oldest_live(super::now())).await?;
-    txn.commit().await?;
+    store::commit(txn).await?;
     Ok(purged)
 }

@@ -25,6 +25,8 @@ named_enum!(
         TokenInvalidSignature => "TOKEN_INVALID_SIGNATURE",
         /// Signed, but not acceptable here.
         TokenInvalid => "TOKEN_INVALID",
+        /// A bearer token longer than the server reads.
+        TokenTooLarge => "TOKEN_TOO_LARGE",
         /// No role in some selected customers.
         NoRole => "NO_ROLE",
         /// A role too weak for the action.
@@ -73,11 +75,15 @@ named_enum!(
         ConsumerTooSlow => "CONSUMER_TOO_SLOW",
         /// A change-stream cursor older than the retention.
         CursorExpired => "CURSOR_EXPIRED",
+        /// A request message over the size limit.
+        MessageTooLarge => "MESSAGE_TOO_LARGE",
         /// The database cannot be reached.
         DatabaseUnavailable => "DATABASE_UNAVAILABLE",
         /// A declared RPC this release does not serve yet.
         Unimplemented => "UNIMPLEMENTED",
         /// A bug or an unexpected failure.
         Internal => "INTERNAL",
+        /// The call ran out of time.
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
     }
 );

@@ -75,6 +75,6 @@ async fn change(
     };
     let event = AuditEvent::by(actor, customer, details, super::now());
     audit::record(&txn, vec![event]).await?;
-    txn.commit().await?;
+    store::commit(txn).await?;
     Ok(RoleChange::Changed)
 }

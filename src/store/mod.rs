@@ -25,8 +25,9 @@ use std::time::Duration;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, RuntimeErr, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -124,7 +125,73 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
         .await?;
     }
     Migrator::up(&txn, None).await?;
-    txn.commit().await
+    commit(txn).await
+}
+
+/// Commits `txn` in a task of its own, so that the COMMIT, once sent, is seen through even if
+/// the caller's future is dropped (a call cut off at its deadline, or a client gone): the
+/// outcome is then the database's, not an abandoned connection's. Every commit goes through
+/// here (clippy's `disallowed-methods` refuses `DatabaseTransaction::commit` elsewhere).
+pub async fn commit(txn: DatabaseTransaction) -> Result<(), DbErr> {
+    #[allow(clippy::disallowed_methods)]
+    let committing = tokio::spawn(txn.commit());
+    committing
+        .await
+        .map_err(|err| DbErr::Custom(format!("the commit task did not finish: {err}")))?
+}
+
+/// Connections of `db`'s pool that are idle now: a call that starts now gets one without
+/// waiting or connecting.
+pub fn idle_connections(db: &DatabaseConnection) -> usize {
+    match db.get_database_backend() {
+        DbBackend::Postgres => db.get_postgres_connection_pool().num_idle(),
+        DbBackend::Sqlite => db.get_sqlite_connection_pool().num_idle(),
+        _ => 0,
+    }
+}
+
+/// Waits at most `budget` for a pooled connection of `db` (and, with `ping`, for a round trip
+/// on it), then gives it back: whether the database can serve a call now. The pool alone
+/// would wait its acquire timeout, whatever the caller's deadline. Running out of time is
+/// `ConnectionAcquire(Timeout)`, as the pool's own timeout is; a connection that fails its
+/// ping is closed.
+pub async fn connection_within(
+    db: &DatabaseConnection,
+    budget: Duration,
+    ping: bool,
+) -> Result<(), DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => check(db.get_postgres_connection_pool(), budget, ping).await,
+        DbBackend::Sqlite => check(db.get_sqlite_connection_pool(), budget, ping).await,
+        _ => Ok(()),
+    }
+}
+
+async fn check<DB: sea_orm::sqlx::Database>(
+    pool: &sea_orm::sqlx::Pool<DB>,
+    budget: Duration,
+    ping: bool,
+) -> Result<(), DbErr> {
+    use sea_orm::sqlx::{Connection, Error};
+    let timed_out = || DbErr::ConnectionAcquire(ConnAcquireErr::Timeout);
+    let failed = |err: Error| match err {
+        Error::PoolTimedOut => timed_out(),
+        Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+        err => DbErr::Conn(RuntimeErr::SqlxError(err.into())),
+    };
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut connection = tokio::time::timeout_at(deadline, pool.acquire())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(failed)?;
+    if ping {
+        let pinged = tokio::time::timeout_at(deadline, connection.ping()).await;
+        if !matches!(pinged, Ok(Ok(()))) {
+            connection.close_on_drop();
+        }
+        pinged.map_err(|_| timed_out())?.map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Begins a transaction that is going to write.

@@ -8,6 +8,10 @@ use std::{
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -17,10 +21,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mfa_reset::{
     auth::{ServerSecret, mint_dev_token},
     config::Settings,
-    proto::v1 as pb,
+    proto::v1::{self as pb, customers_client::CustomersClient},
 };
 use serde_json::{Value, json};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Status, transport::Endpoint};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -28,6 +32,7 @@ use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
+use tonic_types::StatusExt;
 
 use crate::helpers::{
     ALL_KINDS, AUDIENCE, Backend, ISSUER, PROVISIONER, TestApp, TestDatabase, TestSettings,
@@ -207,17 +212,73 @@ sqlite_only_test!(
     token_that_is_not_a_jwt_is_malformed
 );
 
-async fn overlong_token_is_malformed(app: &TestApp) {
-    // Longer than any real token (the server refuses tokens over 16 KiB before parsing
-    // them): still an answer from the server, UNAUTHENTICATED, not a transport error.
-    let token = format!("{}.{}.sig", "a".repeat(8 * 1024), "b".repeat(8 * 1024));
-    let result = list_customers_with(app, &token).await;
-    assert_error(result, Code::Unauthenticated, "TOKEN_MALFORMED");
-    list_customers_with(app, &app.token(SUBJECT))
+async fn oversized_tokens_are_refused_and_the_connection_survives(app: &TestApp) {
+    // One connection, counted, with a health watch streaming on it the whole time: an
+    // HTTP/2 GOAWAY or a dropped connection would end the watch and make the channel
+    // reconnect.
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    let channel = Endpoint::from_shared(app.endpoint.clone())
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |uri: http::Uri| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let host = uri.host().unwrap_or("127.0.0.1").to_string();
+                let port = uri.port_u16().unwrap_or(80);
+                tokio::net::TcpStream::connect((host, port))
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
         .await
-        .expect("the server keeps serving");
+        .expect("connect");
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    assert!(
+        watch
+            .message()
+            .await
+            .expect("first health status")
+            .is_some()
+    );
+
+    let mut customers = CustomersClient::new(channel);
+    for size in [16 * 1024 + 1, 64 * 1024, 256 * 1024] {
+        // Longer than the server reads (16 KiB): UNAUTHENTICATED from the server, unread.
+        let token = format!("{}.{}.sig", "a".repeat(size / 2), "b".repeat(size / 2));
+        let result = customers
+            .list_customers(authed(pb::ListCustomersRequest::default(), &token))
+            .await;
+        let status = assert_error(result, Code::Unauthenticated, "TOKEN_TOO_LARGE");
+        let info = status
+            .get_error_details()
+            .error_info()
+            .cloned()
+            .expect("info");
+        assert_eq!(info.metadata["max_token_bytes"], "16384", "{size}");
+        customers
+            .list_customers(authed(
+                pb::ListCustomersRequest::default(),
+                &app.token(SUBJECT),
+            ))
+            .await
+            .unwrap_or_else(|status| panic!("after a {size}-byte token: {status:?}"));
+    }
+    let still_open = tokio::time::timeout(Duration::from_millis(200), watch.message()).await;
+    assert!(still_open.is_err(), "the watch ended: {still_open:?}");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the channel reconnected"
+    );
 }
-sqlite_only_test!(overlong_token_is_malformed, overlong_token_is_malformed);
+sqlite_only_test!(
+    oversized_tokens_are_refused_and_the_connection_survives,
+    oversized_tokens_are_refused_and_the_connection_survives
+);
 
 async fn token_signed_with_another_servers_secret_has_an_invalid_signature(app: &TestApp) {
     let other = ServerSecret::generate().expect("secret");

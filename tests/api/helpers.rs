@@ -205,6 +205,7 @@ impl TestSettings for Settings {
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 64,
             max_message_bytes: 4 * 1024 * 1024,
+            max_header_list_bytes: 512 * 1024,
             rate_limit_per_minute: 0,
             shutdown_grace: Duration::from_secs(10),
             reset_ttl: Duration::from_secs(900),

@@ -24,6 +24,7 @@ use tonic::{Code, Request, Status, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use tonic_types::StatusExt;
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -521,8 +522,17 @@ async fn oversized_request_is_refused_and_the_server_keeps_serving(app: &TestApp
         ..Default::default()
     };
     let result = app.users().list_users(authed(request, &token)).await;
-    let status = result.expect_err("a 5 MiB request is over the 4 MiB limit");
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // Over the 4 MiB limit: RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE), with an ErrorInfo.
+    let status = assert_error(result, Code::ResourceExhausted, "MESSAGE_TOO_LARGE");
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("info");
+    assert_eq!(
+        info.metadata["max_message_bytes"],
+        (4 * 1024 * 1024).to_string()
+    );
 
     // The same channel still works, for the same RPC and others.
     let request = pb::ListUsersRequest {
@@ -693,7 +703,7 @@ async fn in_flight_call_survives_shutdown(app: &mut TestApp) {
         assert!(is_connection_refused(&fresh), "{fresh:?}");
         assert!(!call.is_finished(), "CreateCustomer is still in flight");
 
-        lock.commit().await.expect("release the lock");
+        store::commit(lock).await.expect("release the lock");
         call.await.expect("call task")
     };
     let (stopped, created) = tokio::time::timeout(

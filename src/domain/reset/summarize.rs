@@ -117,7 +117,7 @@ pub async fn summarize(
     let model = stored::new_reset_model(&summarized.reset, caller.correlation_id.clone());
     store::resets::insert(&txn, model, &selection.ids(), rows).await?;
     idempotency::remember(&txn, caller, &idempotency, &summarized).await?;
-    txn.commit().await?;
+    store::commit(txn).await?;
     Ok(Answer::New(summarized))
 }
 

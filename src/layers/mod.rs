@@ -1,0 +1,118 @@
+//! The tower layers every call passes through, composed by [`Layers`] and nowhere else.
+//!
+//! Outermost first:
+//!
+//! 1. [`request_id`]: a client's `x-request-id` is kept if it is short and safe, else a new
+//!    one is minted; either way it is echoed back and names the call's span.
+//! 2. Tracing: one span per call (RPC, request id; principal and customers filled in later).
+//! 3. [`complete`]: any status without an `ErrorInfo` (tonic's, another layer's) gets one.
+//! 4. [`deadline`]: the call's deadline (`grpc-timeout`, capped by the server's timeout),
+//!    answered DEADLINE_EXCEEDED when passed; everything inside waits within it.
+//! 5. The global concurrency limit.
+//! 6. Authentication ([`crate::auth::AuthLayer`]): every path but health and reflection.
+//! 7. [`rate_limit`]: per principal.
+//! 8. [`db_ready`]: a connection within the deadline, or UNAVAILABLE + RetryInfo.
+//!
+//! Handlers never see a call that skipped any of these.
+
+pub mod complete;
+pub mod db_ready;
+pub mod deadline;
+pub mod rate_limit;
+pub mod request_id;
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use http::{HeaderName, Request, Response};
+use sea_orm::DatabaseConnection;
+use tonic::body::Body;
+use tower::{
+    Layer, Service, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, util::BoxCloneSyncService,
+};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+use crate::{
+    api::REQUEST_ID_HEADER,
+    auth::{AuthLayer, TokenVerifier},
+};
+
+/// What the layers need to know.
+#[derive(Clone, Debug)]
+pub struct Layers {
+    /// Token verification.
+    pub verifier: Arc<TokenVerifier>,
+    /// The database, for the readiness check.
+    pub db: DatabaseConnection,
+    /// The longest a call may take (its `grpc-timeout` may make it shorter).
+    pub request_timeout: Duration,
+    /// Calls served at once, over all connections; more wait (within their deadline).
+    pub max_concurrent_requests: usize,
+    /// Calls per principal and minute; 0 turns limiting off.
+    pub rate_limit_per_minute: u32,
+    /// The request size limit, named in MESSAGE_TOO_LARGE.
+    pub max_message_bytes: usize,
+}
+
+/// Every call's service: the layers around the routes, boxed so that the stack has one name.
+pub type Stacked = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+impl<S> Layer<S> for Layers
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Service = Stacked;
+
+    fn layer(&self, routes: S) -> Stacked {
+        let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+        let stack = ServiceBuilder::new()
+            // Names the body type the trace layer wraps the response in.
+            .map_response(|response: Response<_>| response.map(Body::new))
+            .map_request(request_id::drop_unsafe::<Body>)
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(
+                TraceLayer::new_for_grpc()
+                    .make_span_with(rpc_span)
+                    .on_response(DefaultOnResponse::new().level(Level::INFO))
+                    .on_failure(DefaultOnFailure::new().level(Level::INFO)),
+            )
+            .layer(complete::CompleteLayer::new(self.max_message_bytes))
+            .layer(deadline::DeadlineLayer::new(self.request_timeout))
+            .layer(GlobalConcurrencyLimitLayer::new(
+                self.max_concurrent_requests,
+            ))
+            .layer(AuthLayer::new(self.verifier.clone()))
+            .layer(rate_limit::RateLimitLayer::per_minute(
+                self.rate_limit_per_minute,
+            ))
+            .layer(db_ready::DbReadyLayer::new(self.db.clone()))
+            .service(routes);
+        BoxCloneSyncService::new(stack)
+    }
+}
+
+/// The span of one call: the RPC, the request id, and fields that later layers and
+/// handlers fill in (principal, customer ids). Never contact data.
+fn rpc_span<B>(request: &Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "rpc",
+        rpc = %request.uri().path(),
+        request_id = %request_id,
+        principal = tracing::field::Empty,
+        customer_ids = tracing::field::Empty,
+    )
+}
