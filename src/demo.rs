@@ -212,8 +212,8 @@ async fn seed_users(
         .map(|u| u.email)
         .collect();
     for i in 0..spec.users {
-        let first = FIRST_NAMES[i % FIRST_NAMES.len()];
-        let last = LAST_NAMES[(i * 3 + spec.users) % LAST_NAMES.len()];
+        let first = cyclic(&FIRST_NAMES, i).unwrap_or("Alex");
+        let last = cyclic(&LAST_NAMES, i * 3 + spec.users).unwrap_or("Doe");
         // The first Northwind user is demo-admin themself: an admin the demo cannot reset (SELF).
         let is_self = spec.name == NORTHWIND && i == 0;
         let (display_name, email, external_subject) = if is_self {
@@ -261,7 +261,9 @@ async fn seed_users(
         }
         let count = 1 + i % 3;
         for m in 0..count {
-            let kind = spec.kinds[(i + m * 2) % spec.kinds.len()];
+            let Some(kind) = cyclic(spec.kinds, i + m * 2) else {
+                break;
+            };
             let scope = if spec.policy == MfaPolicy::Enforced && m == 0 {
                 MethodScope::Org
             } else {
@@ -293,14 +295,23 @@ async fn seed_users(
     Ok(())
 }
 
+/// The `i`-th of `items`, counting round and round (`None` only for no items).
+fn cyclic<T: Copy>(items: &[T], i: usize) -> Option<T> {
+    items.get(i.checked_rem(items.len())?).copied()
+}
+
 fn demo_label(kind: MethodKind, i: usize, email: &str) -> String {
     match kind {
         MethodKind::Phone => format!("+1 555 {:03} {:04}", 100 + i, 4000 + i * 37),
-        MethodKind::AuthenticatorApp => ["Pixel 8", "iPhone 15", "Galaxy S24"][i % 3].to_string(),
+        MethodKind::AuthenticatorApp => cyclic(&["Pixel 8", "iPhone 15", "Galaxy S24"], i)
+            .unwrap_or_default()
+            .to_string(),
         MethodKind::SoftwareOath => "Authenticator".to_string(),
         MethodKind::HardwareOath => format!("serial {:08}", 88_410_000 + i * 7),
         MethodKind::Email => email.to_string(),
-        MethodKind::Fido2 => ["YubiKey 5", "Passkey (MacBook)", "Titan Key"][i % 3].to_string(),
+        MethodKind::Fido2 => cyclic(&["YubiKey 5", "Passkey (MacBook)", "Titan Key"], i)
+            .unwrap_or_default()
+            .to_string(),
         MethodKind::RecoveryCodes => format!("{} codes left", 10 - i % 4),
     }
 }

@@ -6,6 +6,12 @@
 //! [`auth`] verifies bearer tokens; [`cli`] runs the operator subcommands; [`demo`]
 //! seeds demo data.
 
+// Outside tests, a panic is never how an error is reported: every fallible step returns one.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 pub mod api;
 pub mod auth;
 pub mod cli;

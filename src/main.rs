@@ -1,5 +1,7 @@
 //! The `mfa-reset` binary: parses the command line and calls into the library.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

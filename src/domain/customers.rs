@@ -91,7 +91,7 @@ pub async fn get(
         }
         Err(other) => return Err(other),
     };
-    let customer = selection.customers()[0].clone();
+    let customer = selection.only()?.clone();
     Ok(VisibleCustomer {
         caller_roles: selection.grants().roles_in(id),
         customer,
@@ -127,9 +127,12 @@ pub async fn set_mfa_policy(
     reason: &str,
 ) -> DomainResult<Answer<VisibleCustomer>> {
     idempotency::write(db, caller, idempotency, async |txn| {
+        // Locked before it is read: concurrent changes take turns, and each audits the
+        // policy it really replaced.
+        store::customers::lock_for_change(txn, id).await?;
         let selection =
             Selection::resolve(txn, &caller.subject, &[id], Action::SetMfaPolicy).await?;
-        let mut customer = selection.customers()[0].clone();
+        let mut customer = selection.only()?.clone();
         if customer.mfa_policy != policy {
             let now = super::now();
             store::customers::set_policy(txn, id, policy, now).await?;

@@ -17,7 +17,7 @@ use super::{
     selection::Selection,
     users::{self, UserQuery, UserRef},
 };
-use crate::store::{self, entities::authentication_methods};
+use crate::store::{self, entities::authentication_methods, users::UserLock};
 
 const RESOURCE: &str = "mfareset.v1.AuthenticationMethod";
 
@@ -114,7 +114,10 @@ pub async fn register(
     idempotency::write(db, caller, idempotency, async |txn| {
         let selection =
             Selection::resolve(txn, &caller.subject, &[new.customer_id], Action::Provision).await?;
-        let customer = &selection.customers()[0];
+        let customer = selection.only()?;
+        // The user locked before its methods are counted: concurrent registrations for one
+        // user take turns, so the cap holds.
+        store::users::lock(txn, customer.id, new.user_id, UserLock::Change).await?;
         let user = users::get(txn, &selection, &UserRef::Id(new.user_id)).await?;
         if !customer.enabled_method_kinds.contains(&new.kind) {
             return Err(DomainError::FailedPrecondition {

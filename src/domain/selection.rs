@@ -133,6 +133,18 @@ impl Selection {
         Ok(selection)
     }
 
+    /// The one customer of a selection of one (what single-customer calls resolve);
+    /// INTERNAL, never a panic, if it is not that.
+    pub fn only(&self) -> DomainResult<&Customer> {
+        match self.customers.as_slice() {
+            [customer] => Ok(customer),
+            _ => Err(DomainError::Internal(anyhow::anyhow!(
+                "a selection of {} customers where one was resolved",
+                self.customers.len()
+            ))),
+        }
+    }
+
     /// The selected customers, in request order.
     pub fn customers(&self) -> &[Customer] {
         &self.customers

@@ -14,7 +14,11 @@ use super::{
     reason::Reason,
     selection::{Selection, list_ids},
 };
-use crate::store::{self, entities::users, users::MfaStateFilter};
+use crate::store::{
+    self,
+    entities::users,
+    users::{MfaStateFilter, UserLock},
+};
 
 const RESOURCE: &str = "mfareset.v1.User";
 
@@ -270,6 +274,8 @@ pub async fn update(
         let selection =
             Selection::resolve(txn, &caller.subject, &[customer_id], Action::Provision).await?;
         let ids = selection.ids();
+        // Locked before it is read, so the fields audited as changed are the ones that were.
+        store::users::lock(txn, customer_id, id, UserLock::Change).await?;
         let mut model = find(txn, &ids, &UserRef::Id(id)).await?;
         let mut changed: Vec<&str> = Vec::new();
         let mut changes = users::ActiveModel::default();
@@ -339,6 +345,8 @@ pub async fn delete(
         let selection =
             Selection::resolve(txn, &caller.subject, &[customer_id], Action::Provision).await?;
         let ids = selection.ids();
+        // The user first, then its methods: the order in which a confirm locks them.
+        store::users::lock(txn, customer_id, id, UserLock::Delete).await?;
         let model = find(txn, &ids, &UserRef::Id(id)).await?;
         let user = one(with_counts(txn, &ids, vec![model]).await?)?;
         let methods_deleted = store::users::delete(txn, customer_id, id).await?;

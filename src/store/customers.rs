@@ -76,6 +76,23 @@ pub async fn set_policy(
     Ok(())
 }
 
+/// Locks customer `id` for a change of its own columns until the transaction ends
+/// (PostgreSQL, `FOR NO KEY UPDATE`): concurrent changes of it, and confirms (which hold their
+/// customers `FOR SHARE`), wait; rows being inserted that refer to it do not. Read it after
+/// this, and the read is the latest.
+pub async fn lock_for_change(db: &impl ConnectionTrait, id: CustomerId) -> Result<(), DbErr> {
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        Entity::find_by_id(id)
+            .select_only()
+            .column(Column::Id)
+            .lock(sea_orm::sea_query::LockType::NoKeyUpdate)
+            .into_tuple::<uuid::Uuid>()
+            .all(db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// One customer by id.
 pub async fn find(db: &impl ConnectionTrait, id: CustomerId) -> Result<Option<Model>, DbErr> {
     Entity::find_by_id(id.uuid()).one(db).await

@@ -140,6 +140,39 @@ pub async fn commit(txn: DatabaseTransaction) -> Result<(), DbErr> {
         .map_err(|err| DbErr::Custom(format!("the commit task did not finish: {err}")))?
 }
 
+/// The database's clock now (on PostgreSQL the statement's start, not the transaction's: a
+/// transaction may have waited for locks since it began). Whether a reset has
+/// expired is the database's call, not each replica's: this is the `now` it is judged by, and
+/// the state change of a confirm or cancel checks it again in its `UPDATE`.
+pub async fn db_now(db: &impl ConnectionTrait) -> Result<chrono::DateTime<chrono::Utc>, DbErr> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Sqlite => "SELECT strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now') AS now",
+        _ => "SELECT statement_timestamp() AS now",
+    };
+    let row = db
+        .query_one_raw(Statement::from_string(backend, sql))
+        .await?
+        .ok_or_else(|| DbErr::Custom("the database did not tell the time".into()))?;
+    row.try_get("", "now")
+}
+
+/// `column`, a timestamp, is later than the database's clock now.
+pub(crate) fn later_than_db_now(
+    backend: DbBackend,
+    column: impl sea_orm::sea_query::IntoColumnRef,
+) -> sea_orm::sea_query::Expr {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    match backend {
+        // Stored as RFC 3339 text, with as many fraction digits as the value needs: compared
+        // as instants, not as text.
+        DbBackend::Sqlite => {
+            Expr::cust_with_expr("julianday(?) > julianday('now')", Expr::col(column))
+        }
+        _ => Expr::col(column).gt(Expr::cust("statement_timestamp()")),
+    }
+}
+
 /// Connections of `db`'s pool that are idle now: a call that starts now gets one without
 /// waiting or connecting.
 pub fn idle_connections(db: &DatabaseConnection) -> usize {

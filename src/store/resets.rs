@@ -20,12 +20,18 @@ use super::entities::{
 pub const CHUNK: usize = 2_000;
 
 /// Stores a new reset with its customers and items (one multi-row insert per chunk).
+///
+/// Items are inserted in user id order (each keeps its `position`), the order in which a
+/// confirm locks users: should items ever take locks on their users again (the foreign key
+/// they had did, and deadlocked with confirms of the same users on PostgreSQL), summaries and
+/// confirms still take them in one order.
 pub async fn insert(
     db: &impl ConnectionTrait,
     reset: mfa_resets::Model,
     customer_ids: &[CustomerId],
-    items: Vec<mfa_reset_items::Model>,
+    mut items: Vec<mfa_reset_items::Model>,
 ) -> Result<(), DbErr> {
+    items.sort_unstable_by_key(|item| item.user_id);
     let reset_id = reset.id;
     mfa_resets::Entity::insert(mfa_resets::ActiveModel::from(reset))
         .exec_without_returning(db)
@@ -65,6 +71,22 @@ pub async fn find(
         query = query.lock_exclusive();
     }
     query.one(db).await
+}
+
+/// The customers of reset `id`, in id order: what decides who may see and act on it.
+pub async fn customers_of(
+    db: &impl ConnectionTrait,
+    id: ResetId,
+) -> Result<Vec<CustomerId>, DbErr> {
+    let ids: Vec<uuid::Uuid> = mfa_reset_customers::Entity::find()
+        .select_only()
+        .column(mfa_reset_customers::Column::CustomerId)
+        .filter(mfa_reset_customers::Column::ResetId.eq(id))
+        .order_by_asc(mfa_reset_customers::Column::CustomerId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(ids.into_iter().map(CustomerId::from).collect())
 }
 
 /// Filters of [`items`]; they combine with AND.
@@ -112,7 +134,8 @@ pub async fn items(
 }
 
 /// Moves a reset from one of the states `from` to `to`, setting the given columns (who and
-/// when); returns whether it was in one of `from` (and so changed).
+/// when), provided it has not expired by the database's clock; returns whether it changed
+/// (it was in one of `from`, and unexpired).
 pub async fn transition<const N: usize>(
     db: &impl ConnectionTrait,
     id: ResetId,
@@ -128,6 +151,10 @@ pub async fn transition<const N: usize>(
     let result = update
         .filter(mfa_resets::Column::Id.eq(id))
         .filter(mfa_resets::Column::State.is_in(from.iter().map(|s| s.as_str())))
+        .filter(super::later_than_db_now(
+            db.get_database_backend(),
+            mfa_resets::Column::ExpiresAt,
+        ))
         .exec(db)
         .await?;
     Ok(result.rows_affected == 1)

@@ -4,7 +4,7 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -29,6 +29,24 @@ pub async fn assignments_for(
         )
         .all(db)
         .await
+}
+
+/// Locks the subject's assignments `FOR SHARE` until the transaction ends (PostgreSQL): a
+/// revoke then waits until a change made under those roles has committed, and a change never
+/// commits after a revoke it began before.
+pub async fn lock_assignments(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr> {
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::Subject.eq(subject))
+            .order_by_asc(Column::Id)
+            .lock_shared()
+            .into_tuple::<Uuid>()
+            .all(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Whether the subject holds any assignment on `*`.

@@ -175,6 +175,43 @@ pub async fn delete(
     Ok(u32::try_from(methods).unwrap_or(u32::MAX))
 }
 
+/// How [`lock`] locks a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserLock {
+    /// Against other changes of the user and what it holds (`FOR NO KEY UPDATE`).
+    Change,
+    /// For deleting it (`FOR UPDATE`).
+    Delete,
+}
+
+/// Locks user `id` of `customer_id` until the transaction ends (PostgreSQL). What is read
+/// about the user after this (its methods, say) is the latest, and stays so. Confirms lock
+/// their users first too, then their methods: the same order, so the two never deadlock.
+pub async fn lock(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    id: UserId,
+    how: UserLock,
+) -> Result<(), DbErr> {
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    let lock = match how {
+        UserLock::Change => sea_orm::sea_query::LockType::NoKeyUpdate,
+        UserLock::Delete => sea_orm::sea_query::LockType::Update,
+    };
+    Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .filter(Column::CustomerId.eq(customer_id))
+        .filter(Column::Id.eq(id))
+        .lock(lock)
+        .into_tuple::<uuid::Uuid>()
+        .all(db)
+        .await?;
+    Ok(())
+}
+
 /// The user with `id` if it belongs to one of `customer_ids`.
 pub async fn find_in(
     db: &impl ConnectionTrait,

@@ -16,6 +16,7 @@ mod idempotency;
 mod methods;
 mod outage;
 mod paging;
+mod races;
 mod random_bodies;
 mod rate_limit;
 mod replicas;

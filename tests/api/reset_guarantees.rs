@@ -649,6 +649,241 @@ async fn an_expired_reset_cannot_be_confirmed(app: &TestApp) {
     );
 }
 
+fn two_second_resets(database_url: String) -> Settings {
+    Settings {
+        reset_ttl: Duration::from_secs(2),
+        ..Settings::default_for_tests(database_url)
+    }
+}
+
+/// PostgreSQL only: a confirm there waits on row locks after it has read the reset, which is
+/// where a replica's clock could let an expired reset through (SQLite's confirm waits for its
+/// write lock before reading anything).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_that_expires_while_its_confirm_waits_is_not_applied() {
+    run_with(Backend::Postgres, two_second_resets, |app| {
+        Box::pin(expires_while_its_confirm_waits(app))
+    })
+    .await
+}
+
+async fn expires_while_its_confirm_waits(app: &TestApp) {
+    let w = world(app).await;
+    let token = app.token(ADMIN);
+    let selection = vec![w.enforced.id.clone()];
+    let everyone = [w.alice.id.as_str(), w.root.id.as_str(), w.me.id.as_str()];
+    let reset = summarize(
+        &app.channel,
+        &token,
+        summarize_request(&selection, std::slice::from_ref(&w.alice.id), 0),
+    )
+    .await
+    .expect("summarize")
+    .mfa_reset
+    .expect("mfa_reset");
+    let before = observe(app, &w.enforced.id, &everyone).await;
+
+    // Hold Alice's row: the confirm reads the (unexpired) reset, then waits for it.
+    let lock = mfa_reset::store::begin_write(&app.db).await.expect("begin");
+    lock.execute_unprepared(&format!(
+        "SELECT id FROM users WHERE id = '{}' FOR UPDATE",
+        w.alice.id
+    ))
+    .await
+    .expect("lock alice");
+    let channel = app.channel.clone();
+    let (id, etag) = (reset.id.clone(), reset.etag.clone());
+    let confirming = tokio::spawn({
+        let token = token.clone();
+        async move { confirm(&channel, &token, &id, &etag).await }
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!confirming.is_finished(), "the confirm waits for the lock");
+    mfa_reset::store::commit(lock).await.expect("release");
+
+    let result = confirming.await.expect("confirm task");
+    assert_error(result, Code::FailedPrecondition, "RESET_EXPIRED");
+    let expired = get_reset(&app.channel, &token, &reset.id).await;
+    assert_eq!(state_of(&expired), pb::MfaResetState::Expired);
+    assert_eq!(
+        observe(app, &w.enforced.id, &everyone).await,
+        before,
+        "nothing of a reset that expired before its confirm finished is applied"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Lock order (PostgreSQL).
+// ---------------------------------------------------------------------------------------
+
+/// Deadlocks PostgreSQL has detected in the current database so far.
+async fn deadlocks(db: &DatabaseConnection) -> i64 {
+    db.execute_unprepared("SELECT pg_stat_force_next_flush()")
+        .await
+        .expect("flush statistics");
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+        ))
+        .await
+        .expect("read pg_stat_database")
+        .expect("a row");
+    row.try_get("", "deadlocks").expect("deadlocks")
+}
+
+/// An active phone for each of `user_ids` (of `customer_id`), as a directory sync adds them.
+async fn give_phones(db: &DatabaseConnection, customer_id: &str, user_ids: &[String]) {
+    let now = chrono::Utc::now();
+    let customer_id = Uuid::parse_str(customer_id).expect("customer id");
+    let rows = user_ids.iter().map(|user| {
+        authentication_methods::ActiveModel::from(authentication_methods::Model {
+            id: Uuid::now_v7(),
+            customer_id,
+            user_id: Uuid::parse_str(user).expect("user id"),
+            kind: "PHONE".into(),
+            scope: "ORG".into(),
+            label: "+1 555 0100".into(),
+            state: "ACTIVE".into(),
+            secret_ref: None,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+        })
+    });
+    insert_in_chunks(db, rows.collect()).await;
+}
+
+/// Sessions of the current database waiting for a lock.
+async fn waiting_for_locks(db: &DatabaseConnection) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS waiting FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        ))
+        .await
+        .expect("read pg_stat_activity")
+        .expect("a row");
+    row.try_get("", "waiting").expect("waiting")
+}
+
+/// Fails the test after 10 s of waiting for something.
+fn still_waiting(since: Instant, what: &str) {
+    assert!(since.elapsed() < Duration::from_secs(10), "never {what}");
+}
+
+/// A summary's items take key-share locks on their users (the foreign key), and a confirm
+/// locks its users for update in id order: items inserted in another order deadlock with
+/// it. Forced here: the confirm is held half-way through its users (the test holds one of
+/// them), and a summary naming the same users in descending id order starts meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_never_deadlocks_with_a_confirm_of_its_users() {
+    run(Backend::Postgres, |app| Box::pin(forced_overlap(app))).await
+}
+
+async fn forced_overlap(app: &TestApp) {
+    let seeded = seed(
+        app,
+        "forced",
+        1,
+        40,
+        &[("PHONE", "ORG", "+1 555 0100")],
+        ADMIN,
+    )
+    .await;
+    let token = app.token(ADMIN);
+    let mut descending = seeded.user_ids.clone();
+    descending.sort();
+    descending.reverse();
+    let request = || summarize_request(&seeded.customer_ids, &descending, 0);
+    let deadlocks_before = deadlocks(&app.db).await;
+    let first = summarize(&app.channel, &token, request())
+        .await
+        .expect("summarize")
+        .mfa_reset
+        .expect("mfa_reset");
+
+    // The twentieth user in id order, held FOR SHARE: the confirm's FOR UPDATE waits there,
+    // a summary's key-share locks do not.
+    let middle = &descending[20];
+    let hold = mfa_reset::store::begin_write(&app.db).await.expect("begin");
+    hold.execute_unprepared(&format!(
+        "SELECT id FROM users WHERE id = '{middle}' FOR SHARE"
+    ))
+    .await
+    .expect("hold a user");
+    let confirming = tokio::spawn({
+        let (channel, token) = (app.channel.clone(), token.clone());
+        let (id, etag) = (first.id.clone(), first.etag.clone());
+        async move { confirm(&channel, &token, &id, &etag).await }
+    });
+    let since = Instant::now();
+    while waiting_for_locks(&app.db).await < 1 {
+        still_waiting(since, "the confirm waits");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let summarizing = tokio::spawn({
+        let (channel, token, request) = (app.channel.clone(), token.clone(), request());
+        async move { summarize(&channel, &token, request).await }
+    });
+    let since = Instant::now();
+    while !summarizing.is_finished() && waiting_for_locks(&app.db).await < 2 {
+        still_waiting(since, "the summary waits or finishes");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    mfa_reset::store::commit(hold).await.expect("release");
+
+    let confirmed = confirming.await.expect("task").expect("confirm");
+    assert_eq!(state_of(&confirmed), pb::MfaResetState::Confirmed);
+    summarizing
+        .await
+        .expect("task")
+        .expect("the overlapping summary");
+    assert_eq!(
+        deadlocks(&app.db).await,
+        deadlocks_before,
+        "PostgreSQL saw a deadlock"
+    );
+}
+
+/// Unforced: rounds of a confirm and a summary of the same users started together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_summaries_and_confirms_never_deadlock() {
+    run(Backend::Postgres, |app| Box::pin(overlapping_rounds(app))).await
+}
+
+async fn overlapping_rounds(app: &TestApp) {
+    const ROUNDS: usize = 200;
+    let seeded = seed(app, "lock order", 1, 8, &[], ADMIN).await;
+    let token = app.token(ADMIN);
+    let mut descending = seeded.user_ids.clone();
+    descending.sort();
+    descending.reverse();
+    let request = || summarize_request(&seeded.customer_ids, &descending, 0);
+    let deadlocks_before = deadlocks(&app.db).await;
+    for round in 0..ROUNDS {
+        give_phones(&app.db, &seeded.customer_ids[0], &descending).await;
+        let first = summarize(&app.channel, &token, request())
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: summarize: {s:?}"))
+            .mfa_reset
+            .expect("mfa_reset");
+        let (confirmed, second) = tokio::join!(
+            confirm(&app.channel, &token, &first.id, &first.etag),
+            summarize(&app.channel, &token, request()),
+        );
+        let confirmed = confirmed.unwrap_or_else(|s| panic!("round {round}: confirm: {s:?}"));
+        assert_eq!(state_of(&confirmed), pb::MfaResetState::Confirmed);
+        second.unwrap_or_else(|s| panic!("round {round}: overlapping summarize: {s:?}"));
+    }
+    assert_eq!(
+        deadlocks(&app.db).await,
+        deadlocks_before,
+        "PostgreSQL saw deadlocks"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Replicas: one PostgreSQL, two processes.
 // ---------------------------------------------------------------------------------------

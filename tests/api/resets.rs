@@ -2,7 +2,9 @@
 //! both keep.
 
 use mfa_reset::proto::v1::{self as pb};
+use mfa_reset::store::entities::customers;
 use prost_types::FieldMask;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tonic::Code;
 
 use crate::helpers::*;
@@ -858,6 +860,90 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
         )]
     );
     assert_eq!(methods_of(app, &w.root).await.len(), 2, "nothing applied");
+}
+
+backend_test!(options_that_stopped_applying_make_the_plan_stale_not_uncommon);
+async fn options_that_stopped_applying_make_the_plan_stale_not_uncommon(app: &TestApp) {
+    let w = world(app).await;
+    // ORG_LEVEL needs an ENFORCED policy; the policy turns OPTIONAL after the summary.
+    let mut request = summarize_request(&[&w.enforced], &[&w.alice]);
+    request.options = Some(pb::MfaResetOptions {
+        scope: pb::ResetScope::OrgLevel.into(),
+        method_kinds: vec![],
+    });
+    let org_level = summarize(app, ADMIN, request)
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    app.customers()
+        .set_mfa_policy(authed(
+            pb::SetMfaPolicyRequest {
+                customer_id: w.enforced.id.clone(),
+                mfa_policy: pb::MfaPolicy::Optional.into(),
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap();
+    let status = assert_error(
+        confirm(app, ADMIN, &org_level).await,
+        Code::Aborted,
+        "PLAN_STALE",
+    );
+    assert_eq!(
+        stale_changes(&status),
+        [(
+            "MFA_POLICY_CHANGED".into(),
+            format!("customers/{}", w.enforced.id)
+        )]
+    );
+
+    // A kind the reset names is no longer enabled in the customer (changed by the
+    // customer's directory: the contract has no RPC for it).
+    let pat = app.create_user(&w.optional.id, "Pat App", false, "").await;
+    app.register_method(
+        &pat,
+        pb::MethodKind::AuthenticatorApp,
+        pb::MethodScope::User,
+        "Pixel",
+    )
+    .await;
+    let mut request = summarize_request(&[&w.optional], &[&pat]);
+    request.options = Some(pb::MfaResetOptions {
+        scope: pb::ResetScope::All.into(),
+        method_kinds: vec![pb::MethodKind::AuthenticatorApp.into()],
+    });
+    let by_kind = summarize(app, ADMIN, request)
+        .await
+        .unwrap()
+        .mfa_reset
+        .unwrap();
+    customers::Entity::update_many()
+        .col_expr(
+            customers::Column::EnabledMethodKinds,
+            sea_orm::sea_query::Expr::value("PHONE,EMAIL"),
+        )
+        .filter(customers::Column::Id.eq(uuid::Uuid::parse_str(&w.optional.id).unwrap()))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let status = assert_error(
+        confirm(app, ADMIN, &by_kind).await,
+        Code::Aborted,
+        "PLAN_STALE",
+    );
+    assert_eq!(
+        stale_changes(&status),
+        [(
+            "ENABLED_METHOD_KINDS_CHANGED".into(),
+            format!("customers/{}", w.optional.id)
+        )]
+    );
+    assert!(status.message().contains("to PHONE,EMAIL"), "{status:?}");
+    assert_eq!(methods_of(app, &pat).await.len(), 1, "nothing applied");
+    assert_eq!(methods_of(app, &w.alice).await.len(), 2, "nothing applied");
 }
 
 backend_test!(a_user_deleted_by_directory_sync_makes_a_pending_reset_stale);

@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::{
     Current, Disposition, MfaReset, PlanItem, ResetState, SkipReason, current_plan, load_visible,
-    lost_race, plan, precheck_requester, require_requester, state_error, stored,
+    lost_race, plan, precheck_requester, require_requester, state_error, stored, unchanged,
 };
 use crate::{
     domain::{
@@ -16,7 +16,7 @@ use crate::{
         audit::{self, AuditDetails, AuditEvent, UserAfter},
         idempotency::{self, Answer, Idempotency},
         ids::{CustomerId, ResetId, UserId},
-        model::{Action, MfaPolicy},
+        model::{Action, MethodKind, MfaPolicy},
         reason::Reason,
         selection::{Selection, list_ids},
     },
@@ -43,6 +43,9 @@ pub async fn confirm(
 ) -> DomainResult<Answer<MfaReset>> {
     precheck_requester(db, caller, id).await?;
     idempotency::write(db, caller, idempotency, async |txn| {
+        // The caller's roles held until the reset is applied: a revoke waits for it, and a
+        // reset is never applied under a role revoked before it committed.
+        store::roles::lock_assignments(txn, &caller.subject).await?;
         let (mut reset, selection) = load_visible(txn, caller, id, true).await?;
         require_requester(caller, &reset)?;
         // The caller's roles now, not at summary time: a revoked role takes effect here.
@@ -73,8 +76,6 @@ pub async fn confirm(
                 rpc: "ConfirmMfaReset of a reset that needs approval",
             });
         }
-        selection.require_reset_options(reset.options.scope, &reset.options.method_kinds)?;
-
         let stored_items: Vec<PlanItem> = store::resets::items(txn, id, None, None, None)
             .await?
             .into_iter()
@@ -93,7 +94,11 @@ pub async fn confirm(
         )
         .await?;
         check_still_allowed(&stored_items, &current.items)?;
+        // A changed policy or set of kinds is a stale plan, reported as such, before the
+        // options are checked against the customers as they are now (which only a summary
+        // stored before kinds were kept can still fail).
         stale_check(&reset, &selection, &stored_items, &current.items)?;
+        selection.require_reset_options(reset.options.scope, &reset.options.method_kinds)?;
 
         let now = crate::domain::now();
         apply(txn, caller, &reset, &selection, &stored_items, &current, now).await?;
@@ -109,7 +114,8 @@ pub async fn confirm(
         )
         .await?;
         if !finished {
-            return Err(lost_race());
+            // Expired while it was being applied, by the database's clock: nothing is.
+            return Err(unchanged(txn, id).await?);
         }
         tracing::info!(
             reset_id = %id,
@@ -179,6 +185,30 @@ fn stale_check(
                         customer.id, customer.mfa_policy
                     ),
                 });
+            }
+            let kinds_now = plan::sorted_kinds(&customer.enabled_method_kinds);
+            if let Some(kinds_then) = &summarized.enabled_method_kinds {
+                if *kinds_then != kinds_now {
+                    let names = |kinds: &[MethodKind]| {
+                        kinds
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    changes.push(plan::Change {
+                        kind: plan::ChangeKind::EnabledMethodKindsChanged,
+                        customer_id: customer.id,
+                        user_id: None,
+                        method_id: None,
+                        description: format!(
+                            "customer {} enabled method kinds changed from {} to {}",
+                            customer.id,
+                            names(kinds_then),
+                            names(&kinds_now)
+                        ),
+                    });
+                }
             }
         }
     }

@@ -4,8 +4,8 @@
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::{
-    MfaReset, PlanItem, ResetState, SkipReason, load_visible, lost_race, precheck_requester,
-    require_requester, state_error, stored,
+    MfaReset, PlanItem, ResetState, SkipReason, load_visible, precheck_requester,
+    require_requester, state_error, stored, unchanged,
 };
 use crate::{
     domain::{
@@ -58,7 +58,7 @@ pub async fn cancel(
         )
         .await?;
         if !cancelled {
-            return Err(lost_race());
+            return Err(unchanged(txn, id).await?);
         }
         let events = reset
             .customer_ids
@@ -153,7 +153,7 @@ pub async fn list(
     page: PageRequest<ResetId>,
 ) -> DomainResult<Page<MfaReset, ResetId>> {
     let selection = Selection::resolve(db, &caller.subject, customer_ids, Action::Read).await?;
-    let now = crate::domain::now();
+    let now = store::db_now(db).await?;
     let mut filter = ListFilter {
         customer_ids: selection.ids(),
         requested_by: query.requested_by.clone(),

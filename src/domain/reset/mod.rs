@@ -279,12 +279,15 @@ async fn load_visible(
     let model = store::resets::find(db, id, lock)
         .await?
         .ok_or_else(|| DomainError::not_found(RESOURCE, id))?;
-    let reset = stored::reset_from_model(model, super::now())?;
+    // Expired or not by the database's clock, which the state change checks again.
+    let reset = stored::reset_from_model(model, store::db_now(db).await?)?;
+    // Who may see it is decided by the reset's customers as the database relates them.
+    let customer_ids = store::resets::customers_of(db, id).await?;
     if lock {
         // Before the customers are read: a policy change must not slip in between.
-        store::resets::lock_customers(db, &reset.customer_ids).await?;
+        store::resets::lock_customers(db, &customer_ids).await?;
     }
-    match Selection::resolve(db, &caller.subject, &reset.customer_ids, Action::Read).await {
+    match Selection::resolve(db, &caller.subject, &customer_ids, Action::Read).await {
         Ok(selection) => Ok((reset, selection)),
         Err(DomainError::PermissionDenied { .. }) if reset.requested_by != caller.subject => {
             Err(DomainError::not_found(RESOURCE, id))
@@ -337,6 +340,19 @@ fn state_error(reset: &MfaReset) -> DomainError {
     DomainError::precondition(reason, message)
         .with_metadata("reset_id", reset.id)
         .with_metadata_value("state", MetadataValue::ResetState(reset.state))
+}
+
+/// Why the state change of reset `id` changed nothing: it expired meanwhile, by the
+/// database's clock (the state change checks it), or it was changed concurrently.
+async fn unchanged(db: &impl ConnectionTrait, id: ResetId) -> DomainResult<DomainError> {
+    let Some(model) = store::resets::find(db, id, false).await? else {
+        return Ok(lost_race());
+    };
+    let reset = stored::reset_from_model(model, store::db_now(db).await?)?;
+    Ok(match reset.state {
+        ResetState::Expired => state_error(&reset),
+        _ => lost_race(),
+    })
 }
 
 /// The rows changed under a write although they were locked: never expected, but refused

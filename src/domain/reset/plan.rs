@@ -182,6 +182,9 @@ pub struct CustomerSummary {
     pub mfa_policy: MfaPolicy,
     /// Approval threshold when summarized (0: never).
     pub approval_threshold: u32,
+    /// Enabled method kinds when summarized, in contract order (`None`: a summary stored
+    /// before they were kept).
+    pub enabled_method_kinds: Option<Vec<MethodKind>>,
     /// The counts here.
     pub counts: Counts,
 }
@@ -219,6 +222,14 @@ impl Summary {
     }
 }
 
+/// `kinds` in contract order, once each: how enabled kinds are compared.
+pub fn sorted_kinds(kinds: &[MethodKind]) -> Vec<MethodKind> {
+    let mut sorted = kinds.to_vec();
+    sorted.sort_by_key(|kind| MethodKind::ALL.iter().position(|k| k == kind));
+    sorted.dedup();
+    sorted
+}
+
 /// Summarizes `items` over the selected `customers`.
 pub fn summarize(customers: &[Customer], items: &[PlanItem]) -> Summary {
     let mut per: Vec<CustomerSummary> = customers
@@ -228,6 +239,7 @@ pub fn summarize(customers: &[Customer], items: &[PlanItem]) -> Summary {
             display_name: c.display_name.clone(),
             mfa_policy: c.mfa_policy,
             approval_threshold: c.approval_threshold,
+            enabled_method_kinds: Some(sorted_kinds(&c.enabled_method_kinds)),
             counts: Counts::default(),
         })
         .collect();
@@ -304,6 +316,8 @@ named_enum!(
         MethodChanged => "METHOD_CHANGED",
         /// A customer's MFA policy changed.
         MfaPolicyChanged => "MFA_POLICY_CHANGED",
+        /// The method kinds a customer enables changed.
+        EnabledMethodKindsChanged => "ENABLED_METHOD_KINDS_CHANGED",
         /// What the plan would do to a user changed for another reason.
         PlanChanged => "PLAN_CHANGED",
     }

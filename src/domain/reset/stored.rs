@@ -46,6 +46,9 @@ struct StoredCustomer {
     mfa_policy: String,
     #[serde(default)]
     approval_threshold: u32,
+    /// Absent in summaries stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enabled_method_kinds: Option<Vec<String>>,
     users_to_reset: u32,
     users_skipped: u32,
     #[serde(default)]
@@ -90,6 +93,10 @@ pub fn summary_json(summary: &Summary) -> String {
                 customer_name: c.display_name.clone(),
                 mfa_policy: c.mfa_policy.as_str().to_string(),
                 approval_threshold: c.approval_threshold,
+                enabled_method_kinds: c
+                    .enabled_method_kinds
+                    .as_ref()
+                    .map(|kinds| kinds.iter().map(|k| k.as_str().to_string()).collect()),
                 users_to_reset: c.counts.users_to_reset,
                 users_skipped: c.counts.users_skipped,
                 skipped_by_reason: c
@@ -120,6 +127,15 @@ fn summary_from_json(text: &str) -> DomainResult<Summary> {
                 display_name: c.customer_name,
                 mfa_policy: parse("policy", &c.mfa_policy, MfaPolicy::parse)?,
                 approval_threshold: c.approval_threshold,
+                enabled_method_kinds: c
+                    .enabled_method_kinds
+                    .map(|kinds| {
+                        kinds
+                            .iter()
+                            .map(|k| parse("kind", k, MethodKind::parse))
+                            .collect::<DomainResult<Vec<_>>>()
+                    })
+                    .transpose()?,
                 counts: Counts {
                     users: c.users_to_reset + c.users_skipped,
                     users_to_reset: c.users_to_reset,
