@@ -146,10 +146,20 @@ pub struct ServeArgs {
     #[arg(long, env = "MFA_RESET_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     /// Deadline of one call, in seconds, unless the client's `grpc-timeout` is shorter.
-    #[arg(long, env = "MFA_RESET_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "MFA_RESET_REQUEST_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
     pub request_timeout_secs: u64,
     /// Calls served at once across all connections; more wait for a slot.
-    #[arg(long, env = "MFA_RESET_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    #[arg(
+        long,
+        env = "MFA_RESET_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 256,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     pub max_concurrent_requests: usize,
     /// Calls one principal may make per minute on this replica (bursts up to that many);
     /// more are RESOURCE_EXHAUSTED with RetryInfo. 0 turns limiting off.

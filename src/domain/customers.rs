@@ -127,12 +127,15 @@ pub async fn set_mfa_policy(
     reason: &str,
 ) -> DomainResult<Answer<VisibleCustomer>> {
     idempotency::write(db, caller, idempotency, async |txn| {
-        // Locked before it is read: concurrent changes take turns, and each audits the
-        // policy it really replaced.
-        store::customers::lock_for_change(txn, id).await?;
         let selection =
             Selection::resolve(txn, &caller.subject, &[id], Action::SetMfaPolicy).await?;
-        let mut customer = selection.only()?.clone();
+        // Locked, then read again: concurrent changes take turns, and each audits the policy
+        // it really replaced.
+        store::customers::lock_for_change(txn, id).await?;
+        let mut customer = match store::customers::find(txn, id).await? {
+            Some(model) => from_model(model)?,
+            None => return Err(DomainError::not_found(RESOURCE, id)),
+        };
         if customer.mfa_policy != policy {
             let now = super::now();
             store::customers::set_policy(txn, id, policy, now).await?;

@@ -279,8 +279,9 @@ impl DomainError {
 
 impl From<DbErr> for DomainError {
     /// A database that cannot be reached, or is busy past its timeout, is UNAVAILABLE (a
-    /// client may retry); a PostgreSQL serialization failure or deadlock is ABORTED (retry
-    /// the call); everything else is a bug or a broken database and stays INTERNAL.
+    /// client may retry); a PostgreSQL serialization failure, deadlock or lock timeout is
+    /// ABORTED (retry the call); everything else is a bug or a broken database and stays
+    /// INTERNAL.
     fn from(err: DbErr) -> Self {
         match transience(&err) {
             Some(Transience::Unavailable) => DomainError::Unavailable(err),
@@ -318,8 +319,10 @@ fn transience(err: &DbErr) -> Option<Transience> {
         sqlx::Error::Database(db) => match db.code().as_deref() {
             // SQLite: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT.
             Some("5" | "6" | "517") => Some(Transience::Unavailable),
-            // PostgreSQL: serialization failure, deadlock.
-            Some("40001" | "40P01") => Some(Transience::Conflict),
+            // PostgreSQL: serialization failure, deadlock, a lock not had in time.
+            Some("40001" | "40P01" | "55P03") => Some(Transience::Conflict),
+            // PostgreSQL: a statement over its timeout (the call's deadline, or the DBA's).
+            Some("57014") => Some(Transience::Unavailable),
             // PostgreSQL: connection exceptions, server shutting down.
             Some(code) if code.starts_with("08") || code.starts_with("57P") => {
                 Some(Transience::Unavailable)

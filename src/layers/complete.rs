@@ -13,9 +13,13 @@
 //!   MALFORMED_REQUEST. (gRPC's compression document asks for INTERNAL when the compressed
 //!   flag is set without `grpc-encoding`; we answer INVALID_ARGUMENT, as for every other
 //!   body the client got wrong, so that INTERNAL always means our bug.)
-//! - UNIMPLEMENTED (no such RPC, unsupported `grpc-encoding`): reason UNIMPLEMENTED.
-//! - Anything else, INTERNAL and UNKNOWN included: INTERNAL with a message that says nothing
-//!   (the original goes to the log, under the call's request id).
+//! - INTERNAL from prost about a body that does not decode (health's and reflection's
+//!   requests; ours have their own codec): INVALID_ARGUMENT, MALFORMED_REQUEST.
+//! - Any other INTERNAL, UNKNOWN or DATA_LOSS: INTERNAL with a message that says nothing (the
+//!   original goes to the log, under the call's request id).
+//! - Any other code (health's NOT_FOUND for a service it does not know, reflection's
+//!   NOT_FOUND for a symbol, UNIMPLEMENTED for a path no service has or an encoding the
+//!   server does not speak, ...): kept, with its message, and the reason of its code.
 //!
 //! The matching is on tonic's messages; `tests/api/errors_and_validation.rs` produces each of
 //! them through a real server, so a tonic upgrade that rewords one fails there.
@@ -144,10 +148,13 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for CompletedBody<B> {
 /// Replaces a status in `headers` (headers or trailers) that has no details by its completed
 /// form. A success, or a status with details, is left as it is.
 fn complete(headers: &mut HeaderMap, max_message_bytes: usize) {
+    if headers.contains_key(DETAILS_HEADER) {
+        return;
+    }
     let Some(original) = Status::from_header_map(headers) else {
         return;
     };
-    if original.code() == Code::Ok || headers.contains_key(DETAILS_HEADER) {
+    if original.code() == Code::Ok {
         return;
     }
     let completed = completed(&original, max_message_bytes);
@@ -183,20 +190,9 @@ fn completed(original: &Status, max_message_bytes: usize) -> Status {
                 Vec::new(),
             )
         }
-        Code::Unimplemented => status(
-            Code::Unimplemented,
-            Reason::Unimplemented,
-            if message.is_empty() {
-                "this server has no such RPC"
-            } else {
-                message
-            },
-            HashMap::new(),
-            Vec::new(),
-        ),
-        code => {
+        Code::Internal | Code::Unknown | Code::DataLoss => {
             tracing::error!(
-                ?code,
+                code = ?original.code(),
                 detail = message,
                 "status without details from outside the handlers"
             );
@@ -208,6 +204,33 @@ fn completed(original: &Status, max_message_bytes: usize) -> Status {
                 Vec::new(),
             )
         }
+        Code::Unimplemented if message.is_empty() => status(
+            Code::Unimplemented,
+            Reason::Unimplemented,
+            "this server has no such RPC",
+            HashMap::new(),
+            Vec::new(),
+        ),
+        code => status(code, reason_of(code), message, HashMap::new(), Vec::new()),
+    }
+}
+
+/// The reason a status made outside our handlers gets for its code.
+fn reason_of(code: Code) -> Reason {
+    match code {
+        Code::InvalidArgument | Code::OutOfRange => Reason::InvalidArgument,
+        Code::NotFound => Reason::NotFound,
+        Code::AlreadyExists => Reason::AlreadyExists,
+        Code::Aborted => Reason::ConcurrentUpdate,
+        Code::DeadlineExceeded | Code::Cancelled => Reason::DeadlineExceeded,
+        Code::Unimplemented => Reason::Unimplemented,
+        Code::ResourceExhausted => Reason::MessageTooLarge,
+        Code::Unavailable => Reason::DatabaseUnavailable,
+        Code::Unauthenticated => Reason::TokenInvalid,
+        Code::PermissionDenied => Reason::RoleTooWeak,
+        Code::Ok | Code::FailedPrecondition | Code::Internal | Code::Unknown | Code::DataLoss => {
+            Reason::Internal
+        }
     }
 }
 
@@ -218,6 +241,7 @@ fn client_framing_error(message: &str) -> bool {
         "Unexpected EOF decoding stream",
         "Missing request message",
         "Error decompressing",
+        "failed to decode Protobuf message",
     ]
     .iter()
     .any(|prefix| message.starts_with(prefix))
@@ -276,6 +300,16 @@ mod tests {
                 Status::unimplemented(""),
                 Code::Unimplemented,
                 "UNIMPLEMENTED",
+            ),
+            (
+                Status::not_found("service not registered"),
+                Code::NotFound,
+                "NOT_FOUND",
+            ),
+            (
+                Status::internal("failed to decode Protobuf message: invalid wire type"),
+                Code::InvalidArgument,
+                "MALFORMED_REQUEST",
             ),
             (
                 Status::internal("Error encoding: buffer"),

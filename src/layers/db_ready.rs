@@ -10,11 +10,15 @@
 //!
 //! - Normally, nothing when the pool has an idle connection (the handler gets it at once; if
 //!   the database went away, using it fails at once), else a connection within the budget.
-//! - Once a call has ended UNAVAILABLE (the database failed it, or no connection came in
-//!   time), the database is *suspect*: every call then takes a connection and pings it within
-//!   its budget, until a ping succeeds. A pooled connection that the outage broke fails its
+//! - Once a call has ended UNAVAILABLE while the pool was not simply busy (every connection
+//!   open and in use: that is load, answered UNAVAILABLE too, but not a sign of an outage), the
+//!   database is *suspect*: every call then takes a connection and pings it within its
+//!   budget, until a ping succeeds. A pooled connection that the outage broke fails its
 //!   ping (and is closed) instead of failing the handler later, and a new one that cannot be
 //!   opened runs the budget out.
+//!
+//! A call with too little time left for any wait is not checked: it runs, and its deadline
+//! answers for it.
 //!
 //! Not covered: a call whose check passed just before the database went away, or that lost
 //! the one idle connection to a concurrent call at the very start of an outage, waits on the
@@ -124,8 +128,8 @@ where
         let db = self.db.clone();
         let suspect = self.suspect.clone();
         Box::pin(async move {
-            if let Some(check) = check {
-                let budget = budget(deadline.remaining());
+            let budget = budget(deadline.remaining());
+            if let Some(check) = check.filter(|_| !budget.is_zero()) {
                 match store::connection_within(&db, budget, check == Check::Ping).await {
                     Ok(()) if check == Check::Ping => {
                         if suspect.swap(false, Ordering::Relaxed) {
@@ -134,14 +138,18 @@ where
                     }
                     Ok(()) => {}
                     Err(err) => {
-                        mark_suspect(&suspect);
+                        if !store::pool_is_busy(&db) {
+                            mark_suspect(&suspect);
+                        }
                         let status = Status::from(DomainError::Unavailable(err));
                         return Ok(status.into_http());
                     }
                 }
             }
             let response = inner.oneshot(req).await?;
-            if response.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(b"14") {
+            let unavailable =
+                response.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(b"14");
+            if unavailable && !store::pool_is_busy(&db) {
                 mark_suspect(&suspect);
             }
             Ok(response)

@@ -43,10 +43,12 @@ pub struct Deadline {
 impl Deadline {
     /// A deadline `timeout` from now.
     pub fn after(timeout: Duration) -> Deadline {
-        Deadline {
-            at: Instant::now() + timeout,
-            timeout,
-        }
+        let now = Instant::now();
+        // A year stands for "later than anything here" should a timeout not fit.
+        let at = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+        Deadline { at, timeout }
     }
 
     /// The time left, zero once passed.
@@ -113,7 +115,7 @@ where
         req.extensions_mut().insert(deadline);
         let inner = self.inner.clone();
         Box::pin(async move {
-            let answer = inner.oneshot(req);
+            let answer = crate::store::within_deadline(deadline.at, inner.oneshot(req));
             let fire_at = deadline
                 .at
                 .checked_sub(answer_margin(timeout))

@@ -134,7 +134,14 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 /// here (clippy's `disallowed-methods` refuses `DatabaseTransaction::commit` elsewhere).
 pub async fn commit(txn: DatabaseTransaction) -> Result<(), DbErr> {
     #[allow(clippy::disallowed_methods)]
-    let committing = tokio::spawn(txn.commit());
+    let committing = tokio::spawn(async move {
+        let committed = txn.commit().await;
+        if let Err(err) = &committed {
+            // Logged here too: the caller may be gone.
+            tracing::warn!(error = %err, "commit failed");
+        }
+        committed
+    });
     committing
         .await
         .map_err(|err| DbErr::Custom(format!("the commit task did not finish: {err}")))?
@@ -218,13 +225,42 @@ async fn check<DB: sea_orm::sqlx::Database>(
         .map_err(|_| timed_out())?
         .map_err(failed)?;
     if ping {
-        let pinged = tokio::time::timeout_at(deadline, connection.ping()).await;
-        if !matches!(pinged, Ok(Ok(()))) {
-            connection.close_on_drop();
+        match tokio::time::timeout_at(deadline, connection.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                // Broken: not back into the pool.
+                connection.close_on_drop();
+                return Err(failed(err));
+            }
+            // Slow, not known broken: the pool checks it again before it is reused.
+            Err(_) => return Err(timed_out()),
         }
-        pinged.map_err(|_| timed_out())?.map_err(failed)?;
     }
     Ok(())
+}
+
+/// Whether every connection `db`'s pool may open is open and in use: a caller waiting for one
+/// is waiting on load, not on a database that cannot be reached.
+pub fn pool_is_busy(db: &DatabaseConnection) -> bool {
+    fn busy<DB: sea_orm::sqlx::Database>(pool: &sea_orm::sqlx::Pool<DB>) -> bool {
+        pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections()
+    }
+    match db.get_database_backend() {
+        DbBackend::Postgres => busy(db.get_postgres_connection_pool()),
+        DbBackend::Sqlite => busy(db.get_sqlite_connection_pool()),
+        _ => false,
+    }
+}
+
+tokio::task_local! {
+    /// When the call being served must be done by (set by the deadline layer around it).
+    static CALL_DEADLINE: tokio::time::Instant;
+}
+
+/// Runs `work` (a call) knowing it must be done by `deadline`: the write transactions it
+/// begins on PostgreSQL wait for locks, and run statements, no longer than that.
+pub async fn within_deadline<F: Future>(deadline: tokio::time::Instant, work: F) -> F::Output {
+    CALL_DEADLINE.scope(deadline, work).await
 }
 
 /// Begins a transaction that is going to write.
@@ -232,17 +268,32 @@ async fn check<DB: sea_orm::sqlx::Database>(
 /// On SQLite this is `BEGIN IMMEDIATE`: the write lock is taken (waiting up to the busy timeout)
 /// before the first read, so a transaction that reads and then writes cannot fail half-way with
 /// `SQLITE_BUSY` because another connection wrote in between. On PostgreSQL it is a plain
-/// `BEGIN` (READ COMMITTED).
+/// `BEGIN` (READ COMMITTED), and within a call (see [`within_deadline`]) its `lock_timeout`
+/// and `statement_timeout` are the time the call has left: a call given up at its deadline
+/// does not leave a transaction behind that waits for locks while holding others.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    let sqlite_transaction_mode = match db.get_database_backend() {
+    let backend = db.get_database_backend();
+    let sqlite_transaction_mode = match backend {
         DbBackend::Sqlite => Some(SqliteTransactionMode::Immediate),
         _ => None,
     };
-    db.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode,
-        ..TransactionOptions::default()
-    })
-    .await
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode,
+            ..TransactionOptions::default()
+        })
+        .await?;
+    if backend == DbBackend::Postgres {
+        if let Ok(deadline) = CALL_DEADLINE.try_with(|deadline| *deadline) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let ms = left.as_millis().clamp(1, i32::MAX as u128);
+            txn.execute_unprepared(&format!(
+                "SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}"
+            ))
+            .await?;
+        }
+    }
+    Ok(txn)
 }
 
 /// `column IN (customer_ids)`: the tenancy filter of a query that also names its rows by

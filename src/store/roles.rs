@@ -99,6 +99,8 @@ pub async fn grant(
     if existing.is_some() {
         return Ok(false);
     }
+    // A concurrent grant of the same role wins the unique index: nothing is inserted, and
+    // the transaction stays usable (a caught unique violation would abort it on PostgreSQL).
     let inserted = Entity::insert(ActiveModel {
         id: Set(Uuid::now_v7()),
         subject: Set(subject.to_string()),
@@ -106,20 +108,14 @@ pub async fn grant(
         role: Set(role.as_str().to_string()),
         created_at: Set(Utc::now()),
     })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::new()
+            .do_nothing()
+            .to_owned(),
+    )
     .exec_without_returning(db)
-    .await;
-    match inserted {
-        Ok(_) => Ok(true),
-        Err(err)
-            if matches!(
-                err.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) =>
-        {
-            Ok(false)
-        }
-        Err(err) => Err(err),
-    }
+    .await?;
+    Ok(inserted == 1)
 }
 
 /// Takes `role` on one customer or on `*` away from `subject`; returns false when it

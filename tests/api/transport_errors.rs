@@ -181,6 +181,28 @@ async fn unknown_paths_need_a_token_and_are_unimplemented(app: &TestApp) {
 }
 backend_test!(unknown_paths_need_a_token_and_are_unimplemented);
 
+async fn open_services_keep_their_own_codes_with_an_error_info(app: &TestApp) {
+    let status = tonic_health::pb::health_client::HealthClient::new(app.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .expect_err("an unknown service");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert_eq!(reason(&status), "NOT_FOUND");
+    // A health request that does not decode: the client's mistake, not ours.
+    let (_, status) = raw(
+        app,
+        "/grpc.health.v1.Health/Check",
+        &[],
+        message(&[0xff, 0xff]),
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(reason(&status), "MALFORMED_REQUEST");
+}
+backend_test!(open_services_keep_their_own_codes_with_an_error_info);
+
 async fn a_call_past_its_deadline_is_deadline_exceeded_and_its_retry_is_exactly_once(
     app: &TestApp,
 ) {
@@ -231,6 +253,33 @@ async fn a_call_past_its_deadline_is_deadline_exceeded_and_its_retry_is_exactly_
         .cloned()
         .expect("info");
     assert_eq!(info.metadata["timeout_ms"], "2000");
+
+    // PostgreSQL: the abandoned call's transaction gave up waiting for the lock at the
+    // deadline too (its lock_timeout), rather than queueing until the lock is released.
+    if app.db.get_database_backend() == DbBackend::Postgres {
+        let since = std::time::Instant::now();
+        loop {
+            let row = app
+                .db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT count(*) AS waiting FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                ))
+                .await
+                .expect("pg_stat_activity")
+                .expect("a row");
+            let waiting: i64 = row.try_get("", "waiting").expect("count");
+            if waiting == 0 {
+                break;
+            }
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(2),
+                "the cut-off call still waits for the lock"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 
     // Once the lock is gone, the retry with the same request id creates the customer once.
     store::commit(lock).await.expect("release the lock");
