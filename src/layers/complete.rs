@@ -36,6 +36,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 
+use super::BoxFuture;
 use crate::{api::status::status, domain::Reason};
 
 const DETAILS_HEADER: &str = "grpc-status-details-bin";
@@ -70,8 +71,6 @@ pub struct Complete<S> {
     inner: S,
     max_message_bytes: usize,
 }
-
-type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send + 'static>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Complete<S>
 where

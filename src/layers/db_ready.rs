@@ -26,7 +26,6 @@
 //! connections hanging (no reset) is only seen at the deadline.
 
 use std::{
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -39,6 +38,7 @@ use sea_orm::DatabaseConnection;
 use tonic::Status;
 use tower::{Layer, Service, ServiceExt};
 
+use super::BoxFuture;
 use super::deadline::Deadline;
 use crate::{auth::Principal, domain::DomainError, store};
 
@@ -91,8 +91,6 @@ enum Check {
     /// A connection, and a round trip on it, within the budget.
     Ping,
 }
-
-type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send + 'static>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for DbReady<S>
 where

@@ -16,7 +16,6 @@
 
 use std::{
     collections::HashMap,
-    pin::Pin,
     task::{Context, Poll},
     time::Duration,
 };
@@ -25,6 +24,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 use tower::{Layer, Service, ServiceExt};
 
+use super::BoxFuture;
 use crate::{api::status::status, domain::Reason};
 
 /// How much earlier than the deadline this layer answers: enough for the answer to reach the
@@ -87,8 +87,6 @@ pub struct DeadlineService<S> {
     inner: S,
     server_timeout: Duration,
 }
-
-type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send + 'static>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for DeadlineService<S>
 where

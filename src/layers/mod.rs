@@ -40,6 +40,9 @@ use crate::{
     auth::{AuthLayer, TokenVerifier},
 };
 
+/// The future of a layer's service: boxed, as the inner service's future is awaited in it.
+pub type BoxFuture<R, E> = std::pin::Pin<Box<dyn Future<Output = Result<R, E>> + Send + 'static>>;
+
 /// What the layers need to know.
 #[derive(Clone, Debug)]
 pub struct Layers {

@@ -6,9 +6,7 @@
 //! state the service keeps outside the database, and losing them loses nothing.
 
 use std::{
-    future::Future,
     num::NonZeroU32,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -24,6 +22,7 @@ use tonic::Code;
 use tonic_types::RetryInfo;
 use tower::{Layer, Service};
 
+use super::BoxFuture;
 use crate::{api::status::status, auth::Principal, domain::Reason};
 
 /// Calls between two sweeps of idle principals out of the limiter's map.
@@ -71,8 +70,6 @@ pub struct RateLimit<S> {
     inner: S,
     limiter: Option<Arc<Limiter>>,
 }
-
-type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send + 'static>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RateLimit<S>
 where

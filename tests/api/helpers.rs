@@ -666,3 +666,17 @@ pub fn target_ids(request: &pb::UsersSummarizeMfaResetRequest) -> Vec<String> {
         _ => vec![],
     }
 }
+
+/// PostgreSQL: how many sessions of `db`'s database wait for a lock now.
+pub async fn waiting_for_locks(db: &DatabaseConnection) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(*) AS waiting FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        ))
+        .await
+        .expect("read pg_stat_activity")
+        .expect("a row");
+    row.try_get("", "waiting").expect("waiting")
+}

@@ -754,20 +754,6 @@ async fn give_phones(db: &DatabaseConnection, customer_id: &str, user_ids: &[Str
     insert_in_chunks(db, rows.collect()).await;
 }
 
-/// Sessions of the current database waiting for a lock.
-async fn waiting_for_locks(db: &DatabaseConnection) -> i64 {
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(*) AS waiting FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        ))
-        .await
-        .expect("read pg_stat_activity")
-        .expect("a row");
-    row.try_get("", "waiting").expect("waiting")
-}
-
 /// Fails the test after 10 s of waiting for something.
 fn still_waiting(since: Instant, what: &str) {
     assert!(since.elapsed() < Duration::from_secs(10), "never {what}");

@@ -655,6 +655,41 @@ fn stale_changes(status: &tonic::Status) -> Vec<(String, String)> {
     changes
 }
 
+/// Sets `customer`'s MFA policy as [`ADMIN`].
+async fn set_policy(app: &TestApp, customer: &pb::Customer, policy: pb::MfaPolicy) {
+    app.customers()
+        .set_mfa_policy(authed(
+            pb::SetMfaPolicyRequest {
+                customer_id: customer.id.clone(),
+                mfa_policy: policy.into(),
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .expect("set the MFA policy");
+}
+
+/// Confirms `reset` as [`ADMIN`] and expects ABORTED PLAN_STALE listing one change, of
+/// `kind`, about `customer` itself.
+async fn confirm_is_stale_for_one_customer(
+    app: &TestApp,
+    reset: &pb::MfaReset,
+    kind: &str,
+    customer: &pb::Customer,
+) -> tonic::Status {
+    let status = assert_error(
+        confirm(app, ADMIN, reset).await,
+        Code::Aborted,
+        "PLAN_STALE",
+    );
+    assert_eq!(
+        stale_changes(&status),
+        [(kind.to_string(), format!("customers/{}", customer.id))]
+    );
+    status
+}
+
 fn user_subject(user: &pb::User) -> String {
     format!("customers/{}/users/{}", user.customer_id, user.id)
 }
@@ -836,29 +871,8 @@ async fn a_stale_plan_is_aborted_naming_what_changed_and_nothing_is_applied(app:
     .unwrap()
     .mfa_reset
     .unwrap();
-    app.customers()
-        .set_mfa_policy(authed(
-            pb::SetMfaPolicyRequest {
-                customer_id: w.enforced.id.clone(),
-                mfa_policy: pb::MfaPolicy::Optional.into(),
-                ..Default::default()
-            },
-            &app.token(ADMIN),
-        ))
-        .await
-        .unwrap();
-    let status = assert_error(
-        confirm(app, ADMIN, &pending).await,
-        Code::Aborted,
-        "PLAN_STALE",
-    );
-    assert_eq!(
-        stale_changes(&status),
-        [(
-            "MFA_POLICY_CHANGED".into(),
-            format!("customers/{}", w.enforced.id)
-        )]
-    );
+    set_policy(app, &w.enforced, pb::MfaPolicy::Optional).await;
+    confirm_is_stale_for_one_customer(app, &pending, "MFA_POLICY_CHANGED", &w.enforced).await;
     assert_eq!(methods_of(app, &w.root).await.len(), 2, "nothing applied");
 }
 
@@ -876,29 +890,8 @@ async fn options_that_stopped_applying_make_the_plan_stale_not_uncommon(app: &Te
         .unwrap()
         .mfa_reset
         .unwrap();
-    app.customers()
-        .set_mfa_policy(authed(
-            pb::SetMfaPolicyRequest {
-                customer_id: w.enforced.id.clone(),
-                mfa_policy: pb::MfaPolicy::Optional.into(),
-                ..Default::default()
-            },
-            &app.token(ADMIN),
-        ))
-        .await
-        .unwrap();
-    let status = assert_error(
-        confirm(app, ADMIN, &org_level).await,
-        Code::Aborted,
-        "PLAN_STALE",
-    );
-    assert_eq!(
-        stale_changes(&status),
-        [(
-            "MFA_POLICY_CHANGED".into(),
-            format!("customers/{}", w.enforced.id)
-        )]
-    );
+    set_policy(app, &w.enforced, pb::MfaPolicy::Optional).await;
+    confirm_is_stale_for_one_customer(app, &org_level, "MFA_POLICY_CHANGED", &w.enforced).await;
 
     // A kind the reset names is no longer enabled in the customer (changed by the
     // customer's directory: the contract has no RPC for it).
@@ -929,18 +922,13 @@ async fn options_that_stopped_applying_make_the_plan_stale_not_uncommon(app: &Te
         .exec(&app.db)
         .await
         .unwrap();
-    let status = assert_error(
-        confirm(app, ADMIN, &by_kind).await,
-        Code::Aborted,
-        "PLAN_STALE",
-    );
-    assert_eq!(
-        stale_changes(&status),
-        [(
-            "ENABLED_METHOD_KINDS_CHANGED".into(),
-            format!("customers/{}", w.optional.id)
-        )]
-    );
+    let status = confirm_is_stale_for_one_customer(
+        app,
+        &by_kind,
+        "ENABLED_METHOD_KINDS_CHANGED",
+        &w.optional,
+    )
+    .await;
     assert!(status.message().contains("to PHONE,EMAIL"), "{status:?}");
     assert_eq!(methods_of(app, &pat).await.len(), 1, "nothing applied");
     assert_eq!(methods_of(app, &w.alice).await.len(), 2, "nothing applied");

@@ -259,18 +259,7 @@ async fn a_call_past_its_deadline_is_deadline_exceeded_and_its_retry_is_exactly_
     if app.db.get_database_backend() == DbBackend::Postgres {
         let since = std::time::Instant::now();
         loop {
-            let row = app
-                .db
-                .query_one_raw(sea_orm::Statement::from_string(
-                    DbBackend::Postgres,
-                    "SELECT count(*) AS waiting FROM pg_stat_activity \
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                ))
-                .await
-                .expect("pg_stat_activity")
-                .expect("a row");
-            let waiting: i64 = row.try_get("", "waiting").expect("count");
-            if waiting == 0 {
+            if waiting_for_locks(&app.db).await == 0 {
                 break;
             }
             assert!(
