@@ -15,8 +15,11 @@ use std::{
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{codec::CompressionEncoding, server::NamedService, transport::Server};
+use tonic::{
+    codec::CompressionEncoding,
+    server::NamedService,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -198,7 +201,12 @@ impl Application {
             .add_service(users)
             .add_service(methods)
             .add_service(audit_log)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+            .serve_with_incoming_shutdown(
+                // TCP_NODELAY on every accepted connection (see `net`): tonic's own setting
+                // applies only to the listener it binds itself.
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                signal,
+            );
         tokio::select! {
             result = serve => result.context("serving gRPC")?,
             () = grace_elapsed => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping unfinished calls"),

@@ -104,7 +104,13 @@ pub async fn connect_with_pool(
                 .test_before_acquire_if_idle_for(POSTGRES_PING_IF_IDLE_FOR)
                 .idle_timeout(POSTGRES_IDLE_TIMEOUT)
                 .max_lifetime(POSTGRES_MAX_LIFETIME)
-                .set_application_name(APPLICATION_NAME);
+                .set_application_name(APPLICATION_NAME)
+                // TCP_NODELAY, which sqlx-core 0.9.0 leaves off (see `net`).
+                .map_sqlx_postgres_pool_opts(|pool| {
+                    pool.after_connect(|connection, _| {
+                        Box::pin(crate::net::nodelay_for_postgres(connection))
+                    })
+                });
         }
     }
     Database::connect(options).await

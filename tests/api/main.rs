@@ -14,6 +14,7 @@ mod demo_and_cli;
 mod errors_and_validation;
 mod idempotency;
 mod methods;
+mod nodelay;
 mod outage;
 mod paging;
 mod races;
