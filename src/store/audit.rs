@@ -7,10 +7,11 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::bulk::{self, Kind};
 use super::ids::{AuditEventId, CustomerId, UserId};
 use super::values::AuditAction;
 
-use super::entities::audit_events::{ActiveModel, Column, Entity, Model};
+use super::entities::audit_events::{Column, Entity, Model};
 
 /// Filters of an audit list; all optional, combined with AND.
 #[derive(Clone, Debug, Default)]
@@ -32,20 +33,49 @@ pub struct AuditFilter {
     pub max_id_exclusive: Option<Uuid>,
 }
 
-/// Inserts events with one multi-row statement per [`super::resets::CHUNK`] events.
+/// The columns of `audit_events`, in the order of [`row`].
+const COLUMNS: bulk::Columns = bulk::Columns {
+    table: "audit_events",
+    columns: &[
+        ("id", Kind::Uuid),
+        ("customer_id", Kind::Uuid),
+        ("occurred_at", Kind::Time),
+        ("actor", Kind::Text),
+        ("action", Kind::Text),
+        ("user_id", Kind::Uuid),
+        ("method_id", Kind::Uuid),
+        ("reset_id", Kind::Uuid),
+        ("reason", Kind::Text),
+        ("request_id", Kind::Text),
+        ("details", Kind::Text),
+        ("external_subject", Kind::Text),
+        ("mfa_registration_required", Kind::Bool),
+        ("mfa_reset_at", Kind::Time),
+    ],
+};
+
+fn row(event: Model) -> serde_json::Value {
+    serde_json::Value::Array(vec![
+        bulk::uuid_cell(event.id),
+        bulk::opt_uuid_cell(event.customer_id),
+        bulk::time_cell(event.occurred_at),
+        event.actor.into(),
+        event.action.into(),
+        bulk::opt_uuid_cell(event.user_id),
+        bulk::opt_uuid_cell(event.method_id),
+        bulk::opt_uuid_cell(event.reset_id),
+        bulk::opt_text_cell(event.reason),
+        bulk::opt_text_cell(event.request_id),
+        event.details.into(),
+        bulk::opt_text_cell(event.external_subject),
+        event.mfa_registration_required.into(),
+        bulk::opt_time_cell(event.mfa_reset_at),
+    ])
+}
+
+/// Inserts events in one statement, however many.
 pub async fn insert_many(db: &impl ConnectionTrait, events: Vec<Model>) -> Result<(), DbErr> {
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
-        let chunk: Vec<ActiveModel> = events
-            .by_ref()
-            .take(super::resets::CHUNK)
-            .map(ActiveModel::from)
-            .collect();
-        Entity::insert_many(chunk)
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
+    bulk::insert_rows(db, &COLUMNS, events.into_iter().map(row).collect()).await
 }
 
 /// One page of events of `customer_ids`, and of every customer (`customer_id` NULL: roles on

@@ -7,6 +7,7 @@
 //! going to write, in the way each backend needs.
 
 pub mod audit;
+mod bulk;
 pub mod customers;
 pub mod entities;
 pub mod idempotency;

@@ -1,8 +1,9 @@
 //! Queries on `mfa_resets`, `mfa_reset_customers` and `mfa_reset_items`, and the
-//! set-based writes a confirmed reset makes. Lists of ids are cut into chunks of
-//! [`CHUNK`] so that no statement exceeds a backend's bound-parameter limit (SQLite's is
-//! 32,766): the number of statements grows with the chunks, never per user.
+//! set-based writes a confirmed reset makes. Lists of ids and of rows travel as one
+//! parameter each ([`super::bulk`]): the number of statements does not grow with the users
+//! or the customers of a reset.
 
+use super::bulk::{self, Kind};
 use super::ids::{CustomerId, MethodId, ResetId, UserId};
 use super::values::{MethodState, ResetState, SkipReason};
 use sea_orm::{
@@ -16,10 +17,37 @@ use super::entities::{
     users,
 };
 
-/// Ids per statement. Items have 9 columns: 2,000 rows are 18,000 parameters.
-pub const CHUNK: usize = 2_000;
+/// The columns of `mfa_reset_items` that [`insert`] fills, in the order of [`item_row`].
+const ITEM_COLUMNS: bulk::Columns = bulk::Columns {
+    table: "mfa_reset_items",
+    columns: &[
+        ("reset_id", Kind::Uuid),
+        ("customer_id", Kind::Uuid),
+        ("user_id", Kind::Uuid),
+        ("position", Kind::Integer),
+        ("display_name", Kind::Text),
+        ("is_admin", Kind::Bool),
+        ("skip_reason", Kind::Text),
+        ("planned_methods", Kind::Text),
+        ("external_subject", Kind::Text),
+    ],
+};
 
-/// Stores a new reset with its customers and items (one multi-row insert per chunk).
+fn item_row(item: mfa_reset_items::Model) -> serde_json::Value {
+    serde_json::Value::Array(vec![
+        bulk::uuid_cell(item.reset_id),
+        bulk::uuid_cell(item.customer_id),
+        bulk::uuid_cell(item.user_id),
+        item.position.into(),
+        item.display_name.into(),
+        item.is_admin.into(),
+        bulk::opt_text_cell(item.skip_reason),
+        item.planned_methods.into(),
+        bulk::opt_text_cell(item.external_subject),
+    ])
+}
+
+/// Stores a new reset with its customers and items (one insert each).
 ///
 /// Items are inserted in user id order (each keeps its `position`), the order in which a
 /// confirm locks users: should items ever take locks on their users again (the foreign key
@@ -44,18 +72,7 @@ pub async fn insert(
     }))
     .exec_without_returning(db)
     .await?;
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        let chunk: Vec<_> = items
-            .by_ref()
-            .take(CHUNK)
-            .map(mfa_reset_items::ActiveModel::from)
-            .collect();
-        mfa_reset_items::Entity::insert_many(chunk)
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
+    bulk::insert_rows(db, &ITEM_COLUMNS, items.into_iter().map(item_row).collect()).await
 }
 
 /// A reset by id. With `lock`, the row is locked for the rest of the transaction on
@@ -324,25 +341,23 @@ pub async fn users_in(
     user_ids: &[UserId],
     lock: Lock,
 ) -> Result<Vec<users::Model>, DbErr> {
-    let mut sorted = user_ids.to_vec();
-    sorted.sort_unstable();
-    let mut found = Vec::with_capacity(user_ids.len());
-    for chunk in sorted.chunks(CHUNK) {
-        let mut query = users::Entity::find()
-            .filter(super::within_customers(
-                db,
-                users::Entity,
-                users::Column::CustomerId,
-                customer_ids,
-            ))
-            .filter(users::Column::Id.is_in(chunk.iter().copied()))
-            .order_by_asc(users::Column::Id);
-        if locking(db, lock) {
-            query = query.lock_exclusive();
-        }
-        found.extend(query.all(db).await?);
+    let mut query = users::Entity::find()
+        .filter(super::within_customers(
+            db,
+            users::Entity,
+            users::Column::CustomerId,
+            customer_ids,
+        ))
+        .filter(bulk::among(
+            db,
+            Expr::col((users::Entity, users::Column::Id)),
+            user_ids.iter().map(|&id| id.into()),
+        ))
+        .order_by_asc(users::Column::Id);
+    if locking(db, lock) {
+        query = query.lock_exclusive();
     }
-    Ok(found)
+    query.all(db).await
 }
 
 /// Locks the customers against policy changes until the transaction ends (PostgreSQL;
@@ -363,30 +378,31 @@ pub async fn lock_customers(
     Ok(())
 }
 
-/// Every method of `user_ids` (in `customer_ids`), ordered by id within each chunk.
+/// Every method of `user_ids` (in `customer_ids`), in id order (the order concurrent
+/// confirms lock them in).
 pub async fn methods_of(
     db: &impl ConnectionTrait,
     customer_ids: &[CustomerId],
     user_ids: &[UserId],
     lock: Lock,
 ) -> Result<Vec<methods::Model>, DbErr> {
-    let mut found = Vec::new();
-    for chunk in user_ids.chunks(CHUNK) {
-        let mut query = methods::Entity::find()
-            .filter(super::within_customers(
-                db,
-                methods::Entity,
-                methods::Column::CustomerId,
-                customer_ids,
-            ))
-            .filter(methods::Column::UserId.is_in(chunk.iter().copied()))
-            .order_by_asc(methods::Column::Id);
-        if locking(db, lock) {
-            query = query.lock_exclusive();
-        }
-        found.extend(query.all(db).await?);
+    let mut query = methods::Entity::find()
+        .filter(super::within_customers(
+            db,
+            methods::Entity,
+            methods::Column::CustomerId,
+            customer_ids,
+        ))
+        .filter(bulk::among(
+            db,
+            Expr::col((methods::Entity, methods::Column::UserId)),
+            user_ids.iter().map(|&id| id.into()),
+        ))
+        .order_by_asc(methods::Column::Id);
+    if locking(db, lock) {
+        query = query.lock_exclusive();
     }
-    Ok(found)
+    query.all(db).await
 }
 
 /// Deletes methods by id (within `customer_ids`); returns the rows deleted.
@@ -395,21 +411,24 @@ pub async fn delete_methods(
     customer_ids: &[CustomerId],
     ids: &[MethodId],
 ) -> Result<u64, DbErr> {
-    let mut deleted = 0;
-    for chunk in ids.chunks(CHUNK) {
-        deleted += methods::Entity::delete_many()
-            .filter(super::within_customers(
-                db,
-                methods::Entity,
-                methods::Column::CustomerId,
-                customer_ids,
-            ))
-            .filter(methods::Column::Id.is_in(chunk.iter().copied()))
-            .exec(db)
-            .await?
-            .rows_affected;
+    if ids.is_empty() {
+        return Ok(0);
     }
-    Ok(deleted)
+    Ok(methods::Entity::delete_many()
+        .filter(super::within_customers(
+            db,
+            methods::Entity,
+            methods::Column::CustomerId,
+            customer_ids,
+        ))
+        .filter(bulk::among(
+            db,
+            Expr::col((methods::Entity, methods::Column::Id)),
+            ids.iter().map(|&id| id.into()),
+        ))
+        .exec(db)
+        .await?
+        .rows_affected)
 }
 
 /// Deactivates active methods by id (within `customer_ids`); returns the rows changed.
@@ -419,66 +438,62 @@ pub async fn deactivate_methods(
     ids: &[MethodId],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<u64, DbErr> {
-    let mut changed = 0;
-    for chunk in ids.chunks(CHUNK) {
-        changed += methods::Entity::update_many()
-            .col_expr(
-                methods::Column::State,
-                Expr::value(MethodState::Deactivated.as_str()),
-            )
-            .col_expr(methods::Column::UpdatedAt, Expr::value(now))
-            .filter(super::within_customers(
-                db,
-                methods::Entity,
-                methods::Column::CustomerId,
-                customer_ids,
-            ))
-            .filter(methods::Column::Id.is_in(chunk.iter().copied()))
-            .filter(methods::Column::State.eq(MethodState::Active.as_str()))
-            .exec(db)
-            .await?
-            .rows_affected;
+    if ids.is_empty() {
+        return Ok(0);
     }
-    Ok(changed)
+    Ok(methods::Entity::update_many()
+        .col_expr(
+            methods::Column::State,
+            Expr::value(MethodState::Deactivated.as_str()),
+        )
+        .col_expr(methods::Column::UpdatedAt, Expr::value(now))
+        .filter(super::within_customers(
+            db,
+            methods::Entity,
+            methods::Column::CustomerId,
+            customer_ids,
+        ))
+        .filter(bulk::among(
+            db,
+            Expr::col((methods::Entity, methods::Column::Id)),
+            ids.iter().map(|&id| id.into()),
+        ))
+        .filter(methods::Column::State.eq(MethodState::Active.as_str()))
+        .exec(db)
+        .await?
+        .rows_affected)
 }
 
-/// Marks users as reset at `now`, and those in `registration_required` as having to
-/// register MFA again.
+/// Marks users as reset at `now`, and those in `registration_required` (a subset) as
+/// having to register MFA again, in one statement; returns the rows changed.
 pub async fn mark_users_reset(
     db: &impl ConnectionTrait,
     customer_ids: &[CustomerId],
     user_ids: &[UserId],
     registration_required: &[UserId],
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), DbErr> {
-    for chunk in user_ids.chunks(CHUNK) {
-        users::Entity::update_many()
-            .col_expr(users::Column::MfaResetAt, Expr::value(now))
-            .col_expr(users::Column::UpdatedAt, Expr::value(now))
-            .filter(super::within_customers(
-                db,
-                users::Entity,
-                users::Column::CustomerId,
-                customer_ids,
-            ))
-            .filter(users::Column::Id.is_in(chunk.iter().copied()))
-            .exec(db)
-            .await?;
+) -> Result<u64, DbErr> {
+    if user_ids.is_empty() {
+        return Ok(0);
     }
-    for chunk in registration_required.chunks(CHUNK) {
-        users::Entity::update_many()
-            .col_expr(users::Column::MfaRegistrationRequired, Expr::value(true))
-            .filter(super::within_customers(
-                db,
-                users::Entity,
-                users::Column::CustomerId,
-                customer_ids,
-            ))
-            .filter(users::Column::Id.is_in(chunk.iter().copied()))
-            .exec(db)
-            .await?;
-    }
-    Ok(())
+    let id = || Expr::col((users::Entity, users::Column::Id));
+    let required = Expr::col((users::Entity, users::Column::MfaRegistrationRequired)).or(
+        bulk::among(db, id(), registration_required.iter().map(|&u| u.into())),
+    );
+    Ok(users::Entity::update_many()
+        .col_expr(users::Column::MfaResetAt, Expr::value(now))
+        .col_expr(users::Column::UpdatedAt, Expr::value(now))
+        .col_expr(users::Column::MfaRegistrationRequired, required)
+        .filter(super::within_customers(
+            db,
+            users::Entity,
+            users::Column::CustomerId,
+            customer_ids,
+        ))
+        .filter(bulk::among(db, id(), user_ids.iter().map(|&u| u.into())))
+        .exec(db)
+        .await?
+        .rows_affected)
 }
 
 /// Deletes the resets made before `cutoff` that can no longer change (confirmed,

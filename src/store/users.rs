@@ -134,24 +134,25 @@ pub async fn list(
 }
 
 /// The users of `customer_ids` with one of these external subjects (a subject is unique
-/// within a customer, so at most one user per customer and subject); one query per
-/// [`super::resets::CHUNK`] subjects.
+/// within a customer, so at most one user per customer and subject); one query.
 pub async fn by_external_subjects(
     db: &impl ConnectionTrait,
     customer_ids: &[CustomerId],
     subjects: &[String],
 ) -> Result<Vec<Model>, DbErr> {
-    let mut found = Vec::new();
-    for chunk in subjects.chunks(super::resets::CHUNK) {
-        let users = Entity::find()
-            .filter(Column::CustomerId.is_in(customer_ids.iter().copied()))
-            .filter(Column::ExternalSubject.is_in(chunk.iter().cloned()))
-            .order_by_asc(Column::Id)
-            .all(db)
-            .await?;
-        found.extend(users);
+    if subjects.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(found)
+    Entity::find()
+        .filter(Column::CustomerId.is_in(customer_ids.iter().copied()))
+        .filter(super::bulk::among_texts(
+            db,
+            sea_orm::sea_query::Expr::col((Entity, Column::ExternalSubject)),
+            subjects.iter().map(String::as_str),
+        ))
+        .order_by_asc(Column::Id)
+        .all(db)
+        .await
 }
 
 /// Deletes one user of `customer_id` and their methods (explicitly, so that the count is

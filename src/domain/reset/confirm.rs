@@ -248,8 +248,8 @@ fn stale_check(
 }
 
 /// The writes of a confirm: delete and deactivate the planned methods, mark the users, and
-/// write one audit event per affected user. A bounded number of statements: one per chunk of
-/// ids for each kind of write.
+/// write one audit event per affected user: one statement for each kind of write, whatever
+/// the number of users.
 async fn apply(
     txn: &impl ConnectionTrait,
     caller: &Caller,
@@ -318,8 +318,12 @@ async fn apply(
     if deleted != delete.len() as u64 || deactivated != deactivate.len() as u64 {
         return Err(lost_race());
     }
-    store::resets::mark_users_reset(txn, &customer_ids, &affected, &registration_required, now)
-        .await?;
+    let marked =
+        store::resets::mark_users_reset(txn, &customer_ids, &affected, &registration_required, now)
+            .await?;
+    if marked != affected.len() as u64 {
+        return Err(lost_race());
+    }
     audit::record(txn, events).await?;
     Ok(())
 }

@@ -5,8 +5,8 @@
 //! The phases live in their own files: `plan` (pure rules: what happens to each method, what
 //! changed since), `summarize`, `confirm`, `life_cycle` (cancel, get, lists) and `stored` (how
 //! a plan is kept). Cost grows with the users in a reset, never with a query per user: users
-//! and methods are loaded and changed with set-based statements in chunks
-//! (`store::resets::CHUNK`).
+//! and methods are loaded and changed with set-based statements, each list of ids or rows
+//! one parameter (`store::bulk`).
 
 mod confirm;
 mod life_cycle;
