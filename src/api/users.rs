@@ -15,9 +15,8 @@ use crate::{
     domain::{
         DomainError,
         ids::{CustomerId, UserId},
-        model::{Action, MethodKind, MfaState, User},
+        model::{MethodKind, MfaState, User},
         paging::PageRequest,
-        selection::Selection,
         users::{self, DeletedUser, NewUser, UserQuery, UserRef, UserUpdate},
     },
     proto::v1::{self as pb, users_server::Users},
@@ -95,11 +94,10 @@ impl Users for UsersService {
             v.finish((ids, query, subjects, size, after))?;
         query.external_subjects = external_subjects;
         record_customers(&ids);
-        let selection =
-            Selection::resolve(&self.state.db, &caller.subject, &ids, Action::Read).await?;
-        let page = users::list(
+        let page = users::list_for(
             &self.state.db,
-            &selection,
+            &caller.subject,
+            &ids,
             &query,
             PageRequest { size, after },
         )
@@ -132,9 +130,7 @@ impl Users for UsersService {
         };
         let (ids, user) = v.finish((ids, user))?;
         record_customers(&ids);
-        let selection =
-            Selection::resolve(&self.state.db, &caller.subject, &ids, Action::Read).await?;
-        let user = users::get(&self.state.db, &selection, &user).await?;
+        let user = users::get_for(&self.state.db, &caller.subject, &ids, &user).await?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(convert::user(&user)),
         }))

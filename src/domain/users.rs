@@ -9,7 +9,7 @@ use super::{
     error::{Details, DomainError, DomainResult, Violation},
     idempotency::{self, Answer, Idempotency},
     ids::{CustomerId, UserId},
-    model::{Action, MethodKind, MfaState, User},
+    model::{Action, MethodKind, MfaState, Role, User},
     paging::{Page, PageRequest},
     reason::Reason,
     selection::{Selection, list_ids},
@@ -105,20 +105,48 @@ pub(crate) fn store_filter(query: &UserQuery) -> store::users::UserFilter {
     }
 }
 
-/// One page of the selection's users, ordered by id.
+/// One page of the selection's users, ordered by id, with their counts of active methods:
+/// one statement.
 pub async fn list(
     db: &impl ConnectionTrait,
     selection: &Selection,
     query: &UserQuery,
     page: PageRequest<UserId>,
 ) -> DomainResult<Page<User, UserId>> {
-    let ids = selection.ids();
+    list_guarded(db, &selection.ids(), query, page, None).await
+}
+
+/// [`list`] for a caller who has not resolved the selection yet: the read checks the
+/// selection itself (see [`get_for`]); an empty page resolves it, so that a refusal is
+/// still told from an empty list.
+pub async fn list_for(
+    db: &impl ConnectionTrait,
+    subject: &str,
+    customer_ids: &[CustomerId],
+    query: &UserQuery,
+    page: PageRequest<UserId>,
+) -> DomainResult<Page<User, UserId>> {
+    let guard = read_guard(subject);
+    let page = list_guarded(db, customer_ids, query, page, Some(&guard)).await?;
+    if page.items.is_empty() {
+        Selection::resolve(db, subject, customer_ids, Action::Read).await?;
+    }
+    Ok(page)
+}
+
+async fn list_guarded(
+    db: &impl ConnectionTrait,
+    customer_ids: &[CustomerId],
+    query: &UserQuery,
+    page: PageRequest<UserId>,
+    guard: Option<&store::users::ReadGuard<'_>>,
+) -> DomainResult<Page<User, UserId>> {
     let filter = store_filter(query);
-    let rows = store::users::list(db, &ids, &filter, page.after, page.size + 1).await?;
-    let page = Page::from_rows(rows, page.size, |row| UserId::from(row.id));
-    let users = with_counts(db, &ids, page.items).await?;
+    let rows =
+        store::users::list(db, customer_ids, &filter, page.after, page.size + 1, guard).await?;
+    let page = Page::from_rows(rows, page.size, |row| UserId::from(row.user.id));
     Ok(Page {
-        items: users,
+        items: page.items.into_iter().map(counted).collect(),
         next: page.next,
     })
 }
@@ -179,15 +207,76 @@ pub(crate) fn ambiguous(user: &UserRef, found: &[users::Model]) -> DomainError {
     }
 }
 
-/// One user of the selection, by id or external subject (see [`find`] for the errors).
+/// One user of the selection, by id or external subject (see [`find`] for the errors), with
+/// its count of active methods: one statement.
 pub async fn get(
     db: &impl ConnectionTrait,
     selection: &Selection,
     user: &UserRef,
 ) -> DomainResult<User> {
-    let ids = selection.ids();
-    let model = find(db, &ids, user).await?;
-    one(with_counts(db, &ids, vec![model]).await?)
+    let found = find_counted(db, &selection.ids(), user, None).await?;
+    only_one(user, found)
+}
+
+/// [`get`] for a caller who has not resolved the selection yet: the read checks the
+/// selection itself ([`store::users::ReadGuard`]), so that a permitted read of an existing
+/// user is one statement on one pooled connection. When it finds nothing, the selection is
+/// resolved to tell a refusal (PERMISSION_DENIED, or NOT_FOUND for a customer) from a user
+/// that is not there.
+pub async fn get_for(
+    db: &impl ConnectionTrait,
+    subject: &str,
+    customer_ids: &[CustomerId],
+    user: &UserRef,
+) -> DomainResult<User> {
+    let guard = read_guard(subject);
+    let found = find_counted(db, customer_ids, user, Some(&guard)).await?;
+    if found.is_empty() {
+        Selection::resolve(db, subject, customer_ids, Action::Read).await?;
+    }
+    only_one(user, found)
+}
+
+/// The guard of a read that any role allows.
+fn read_guard(subject: &str) -> store::users::ReadGuard<'_> {
+    store::users::ReadGuard {
+        subject,
+        roles: Role::ALL
+            .iter()
+            .filter(|role| role.allows(Action::Read))
+            .map(|role| role.as_str())
+            .collect(),
+    }
+}
+
+async fn find_counted(
+    db: &impl ConnectionTrait,
+    customer_ids: &[CustomerId],
+    user: &UserRef,
+    guard: Option<&store::users::ReadGuard<'_>>,
+) -> DomainResult<Vec<store::users::Counted>> {
+    let key = match user {
+        UserRef::Id(id) => store::users::UserKey::Id(*id),
+        UserRef::ExternalSubject(subject) => store::users::UserKey::ExternalSubject(subject),
+    };
+    Ok(store::users::find_counted(db, customer_ids, key, guard).await?)
+}
+
+/// The one user found, NOT_FOUND if none, EXTERNAL_SUBJECT_AMBIGUOUS if several.
+fn only_one(user: &UserRef, mut found: Vec<store::users::Counted>) -> DomainResult<User> {
+    match found.len() {
+        0 => Err(DomainError::not_found(RESOURCE, user.describe())),
+        1 => Ok(counted(found.remove(0))),
+        _ => {
+            let models: Vec<_> = found.into_iter().map(|c| c.user).collect();
+            Err(ambiguous(user, &models))
+        }
+    }
+}
+
+fn counted(row: store::users::Counted) -> User {
+    let count = u32::try_from(row.active_method_count).unwrap_or(u32::MAX);
+    from_model(row.user, count)
 }
 
 /// The only element of a one-element list, without a panic if it is not.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait, LikeExpr, Query},
+    sea_query::{Expr, ExprTrait, LikeExpr, Query, SubQueryStatement},
 };
 
 use super::{
@@ -105,8 +105,14 @@ pub async fn list(
     filter: &UserFilter,
     after: Option<UserId>,
     limit: u64,
-) -> Result<Vec<Model>, DbErr> {
-    let mut query = Entity::find().filter(Column::CustomerId.is_in(customer_ids.iter().copied()));
+    guard: Option<&ReadGuard<'_>>,
+) -> Result<Vec<Counted>, DbErr> {
+    let mut query = Entity::find()
+        .column_as(active_method_count(), "active_method_count")
+        .filter(Column::CustomerId.is_in(customer_ids.iter().copied()));
+    if let Some(guard) = guard {
+        query = query.filter(guard.condition(customer_ids));
+    }
     if let Some(prefix) = &filter.prefix {
         query = query.filter(
             Condition::any()
@@ -130,7 +136,12 @@ pub async fn list(
     if let Some(after) = after {
         query = query.filter(Column::Id.gt(after));
     }
-    query.order_by_asc(Column::Id).limit(limit).all(db).await
+    query
+        .order_by_asc(Column::Id)
+        .limit(limit)
+        .into_model::<Counted>()
+        .all(db)
+        .await
 }
 
 /// The users of `customer_ids` with one of these external subjects (a subject is unique
@@ -224,6 +235,120 @@ pub async fn find_in(
         .filter(Column::Id.eq(id))
         .one(db)
         .await
+}
+
+/// A user row with its count of active methods, read in the same statement.
+#[derive(Debug, FromQueryResult)]
+pub struct Counted {
+    /// The row.
+    #[sea_orm(nested)]
+    pub user: Model,
+    /// Active methods of the user.
+    pub active_method_count: i64,
+}
+
+/// `(SELECT COUNT(*) ... active methods of this user)`, correlated with the `users` row.
+fn active_method_count() -> Expr {
+    let sub = Query::select()
+        .expr(Expr::col((methods::Entity, methods::Column::Id)).count())
+        .from(methods::Entity)
+        .and_where(
+            Expr::col((methods::Entity, methods::Column::CustomerId))
+                .equals((Entity, Column::CustomerId)),
+        )
+        .and_where(
+            Expr::col((methods::Entity, methods::Column::UserId)).equals((Entity, Column::Id)),
+        )
+        .and_where(
+            Expr::col((methods::Entity, methods::Column::State)).eq(MethodState::Active.as_str()),
+        )
+        .to_owned();
+    Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(sub)))
+}
+
+/// The selection check of a read, made by the read itself: rows come back only when every
+/// customer of the read exists and `subject` holds one of `roles` in it, directly or on
+/// every customer (`*`). An empty answer then means "not allowed, or nothing there": the
+/// caller resolves the selection to say which (one round trip when all is well).
+#[derive(Clone, Debug)]
+pub struct ReadGuard<'a> {
+    /// The caller.
+    pub subject: &'a str,
+    /// The roles that allow the read.
+    pub roles: Vec<&'static str>,
+}
+
+impl ReadGuard<'_> {
+    /// `(SELECT COUNT(*) FROM customers WHERE id IN (...) AND <a role there>) = N`.
+    fn condition(&self, customer_ids: &[CustomerId]) -> Expr {
+        use super::entities::{customers, role_assignments as roles};
+        let holds_role = |direct: bool| {
+            let scope = if direct {
+                Expr::col((roles::Entity, roles::Column::CustomerId))
+                    .equals((customers::Entity, customers::Column::Id))
+            } else {
+                Expr::col((roles::Entity, roles::Column::CustomerId)).is_null()
+            };
+            Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(roles::Entity)
+                    .and_where(Expr::col((roles::Entity, roles::Column::Subject)).eq(self.subject))
+                    .and_where(scope)
+                    .and_where(
+                        Expr::col((roles::Entity, roles::Column::Role))
+                            .is_in(self.roles.iter().copied()),
+                    )
+                    .to_owned(),
+            )
+        };
+        let allowed = Query::select()
+            .expr(Expr::col((customers::Entity, customers::Column::Id)).count())
+            .from(customers::Entity)
+            .and_where(
+                Expr::col((customers::Entity, customers::Column::Id))
+                    .is_in(customer_ids.iter().copied()),
+            )
+            .and_where(holds_role(false).or(holds_role(true)))
+            .to_owned();
+        Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(allowed)))
+            .eq(customer_ids.len() as i64)
+    }
+}
+
+/// The users of `customer_ids` that `user` names (by id, or by external subject: at most
+/// one per customer), with their active method counts, in one statement; none unless
+/// `guard` (when given) holds.
+pub async fn find_counted(
+    db: &impl ConnectionTrait,
+    customer_ids: &[CustomerId],
+    user: UserKey<'_>,
+    guard: Option<&ReadGuard<'_>>,
+) -> Result<Vec<Counted>, DbErr> {
+    let mut query = Entity::find()
+        .column_as(active_method_count(), "active_method_count")
+        .filter(Column::CustomerId.is_in(customer_ids.iter().copied()));
+    query = match user {
+        UserKey::Id(id) => query.filter(Column::Id.eq(id)),
+        UserKey::ExternalSubject(subject) => query.filter(Column::ExternalSubject.eq(subject)),
+    };
+    if let Some(guard) = guard {
+        query = query.filter(guard.condition(customer_ids));
+    }
+    query
+        .order_by_asc(Column::Id)
+        .into_model::<Counted>()
+        .all(db)
+        .await
+}
+
+/// How [`find_counted`] names a user.
+#[derive(Clone, Copy, Debug)]
+pub enum UserKey<'a> {
+    /// By id.
+    Id(UserId),
+    /// By external subject.
+    ExternalSubject(&'a str),
 }
 
 #[derive(Debug, FromQueryResult)]

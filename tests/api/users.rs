@@ -421,3 +421,97 @@ async fn a_provisioner_deletes_a_user_with_their_methods_in_one_audited_change(a
         "NOT_FOUND",
     );
 }
+
+backend_test!(reads_check_their_selection_in_the_same_statement);
+async fn reads_check_their_selection_in_the_same_statement(app: &TestApp) {
+    use std::sync::atomic::Ordering;
+    let w = world(app).await;
+    let statements = || app.statements.load(Ordering::SeqCst);
+
+    // A permitted read is one statement: the selection check, the row and its count.
+    let before = statements();
+    let alice = get_user(app, &w.enforced.id, &w.alice.id).await.unwrap();
+    assert_eq!(statements() - before, 1, "GetUser");
+    assert_eq!(alice.active_method_count, 2);
+    let before = statements();
+    let users = list(
+        app,
+        pb::ListUsersRequest {
+            customer_ids: vec![w.enforced.id.clone(), w.optional.id.clone()],
+            page_size: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(statements() - before, 1, "ListUsers");
+    assert_eq!(names(&users), ["Alice Archer", "Root Admin"]);
+    assert_eq!(users[1].active_method_count, 2);
+
+    // One selected customer without a role: nothing of the others leaks, and the refusal
+    // names that customer.
+    let status = assert_error(
+        get_user(app, &w.other.id, &w.alice.id).await,
+        Code::PermissionDenied,
+        "NO_ROLE",
+    );
+    assert!(status.message().contains(&w.other.id), "{status:?}");
+    let refused = app
+        .users()
+        .list_users(authed(
+            pb::ListUsersRequest {
+                customer_ids: vec![w.enforced.id.clone(), w.other.id.clone()],
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await;
+    assert_error(refused, Code::PermissionDenied, "NO_ROLE");
+
+    // A role on every customer (`*`) reads any of them in one statement; a customer that
+    // does not exist is NOT_FOUND, and an empty page is an empty page.
+    app.grant("everywhere-reader", None, "READER").await;
+    let token = app.token("everywhere-reader");
+    let before = statements();
+    let found = app
+        .users()
+        .get_user(authed(
+            pb::GetUserRequest {
+                customer_ids: vec![w.other.id.clone()],
+                user: Some(by_id(&w.stranger.id)),
+            },
+            &token,
+        ))
+        .await
+        .expect("a reader on * reads any customer")
+        .into_inner()
+        .user
+        .expect("user");
+    assert_eq!(statements() - before, 1, "GetUser through a role on *");
+    assert_eq!(found.id, w.stranger.id);
+    let missing = uuid::Uuid::now_v7().to_string();
+    let result = app
+        .users()
+        .get_user(authed(
+            pb::GetUserRequest {
+                customer_ids: vec![missing.clone()],
+                user: Some(by_id(&w.stranger.id)),
+            },
+            &token,
+        ))
+        .await;
+    assert_error(result, Code::NotFound, "NOT_FOUND");
+    let empty = app
+        .users()
+        .list_users(authed(
+            pb::ListUsersRequest {
+                customer_ids: vec![w.other.id.clone()],
+                query: "nobody by this name".into(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("an empty page")
+        .into_inner();
+    assert!(empty.users.is_empty());
+}
