@@ -172,13 +172,16 @@ async fn find(
     match found.len() {
         0 => Err(DomainError::not_found(RESOURCE, user.describe())),
         1 => Ok(found.remove(0)),
-        _ => Err(ambiguous(user, &found)),
+        _ => Err(ambiguous(user, found.iter().map(|u| u.customer_id.into()))),
     }
 }
 
 /// EXTERNAL_SUBJECT_AMBIGUOUS naming the selected customers where `user`'s subject is used.
-pub(crate) fn ambiguous(user: &UserRef, found: &[users::Model]) -> DomainError {
-    let mut customers: Vec<CustomerId> = found.iter().map(|u| u.customer_id.into()).collect();
+pub(crate) fn ambiguous(
+    user: &UserRef,
+    found_in: impl IntoIterator<Item = CustomerId>,
+) -> DomainError {
+    let mut customers: Vec<CustomerId> = found_in.into_iter().collect();
     customers.sort();
     customers.dedup();
     let violations = customers
@@ -267,10 +270,10 @@ fn only_one(user: &UserRef, mut found: Vec<store::users::Counted>) -> DomainResu
     match found.len() {
         0 => Err(DomainError::not_found(RESOURCE, user.describe())),
         1 => Ok(counted(found.remove(0))),
-        _ => {
-            let models: Vec<_> = found.into_iter().map(|c| c.user).collect();
-            Err(ambiguous(user, &models))
-        }
+        _ => Err(ambiguous(
+            user,
+            found.iter().map(|c| c.user.customer_id.into()),
+        )),
     }
 }
 

@@ -7,8 +7,8 @@ use super::bulk::{self, Kind};
 use super::ids::{CustomerId, MethodId, ResetId, UserId};
 use super::values::{MethodState, ResetState, SkipReason};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, Query},
 };
 
@@ -333,31 +333,82 @@ fn locking(db: &impl ConnectionTrait, lock: Lock) -> bool {
     lock == Lock::ForUpdate && db.get_database_backend() == DbBackend::Postgres
 }
 
-/// The users among `user_ids` that belong to `customer_ids`, in id order (the order
-/// concurrent confirms lock them in, so that they cannot deadlock).
+/// What the planner needs of a user: a plain row, not a whole model (a 10,000-user reset
+/// reads and allocates only these columns).
+#[derive(Clone, Debug, FromQueryResult)]
+pub struct PlanUser {
+    /// The user.
+    pub id: uuid::Uuid,
+    /// Their customer.
+    pub customer_id: uuid::Uuid,
+    /// Display name.
+    pub display_name: String,
+    /// Admin of their customer.
+    pub is_admin: bool,
+    /// Sign-in subject.
+    pub external_subject: Option<String>,
+    /// Whether they must register MFA again now.
+    pub mfa_registration_required: bool,
+}
+
+/// The users of `customer_ids` matching `condition`, as [`PlanUser`] rows in id order (the
+/// order concurrent confirms lock them in, so that they cannot deadlock).
+async fn plan_users(
+    db: &impl ConnectionTrait,
+    customer_ids: &[CustomerId],
+    condition: Expr,
+    lock: Lock,
+) -> Result<Vec<PlanUser>, DbErr> {
+    use users::Column as C;
+    let mut query = users::Entity::find()
+        .select_only()
+        .columns([
+            C::Id,
+            C::CustomerId,
+            C::DisplayName,
+            C::IsAdmin,
+            C::ExternalSubject,
+            C::MfaRegistrationRequired,
+        ])
+        .filter(super::within_customers(
+            db,
+            users::Entity,
+            C::CustomerId,
+            customer_ids,
+        ))
+        .filter(condition)
+        .order_by_asc(C::Id);
+    if locking(db, lock) {
+        query = query.lock_exclusive();
+    }
+    query.into_model::<PlanUser>().all(db).await
+}
+
+/// The users among `user_ids` that belong to `customer_ids`, in id order.
 pub async fn users_in(
     db: &impl ConnectionTrait,
     customer_ids: &[CustomerId],
     user_ids: &[UserId],
     lock: Lock,
-) -> Result<Vec<users::Model>, DbErr> {
-    let mut query = users::Entity::find()
-        .filter(super::within_customers(
-            db,
-            users::Entity,
-            users::Column::CustomerId,
-            customer_ids,
-        ))
-        .filter(bulk::among(
-            db,
-            Expr::col((users::Entity, users::Column::Id)),
-            user_ids.iter().map(|&id| id.into()),
-        ))
-        .order_by_asc(users::Column::Id);
-    if locking(db, lock) {
-        query = query.lock_exclusive();
+) -> Result<Vec<PlanUser>, DbErr> {
+    let ids = Expr::col((users::Entity, users::Column::Id));
+    let condition = bulk::among(db, ids, user_ids.iter().map(|&id| id.into()));
+    plan_users(db, customer_ids, condition, lock).await
+}
+
+/// The users of `customer_ids` with one of these external subjects (unique within a
+/// customer), in id order.
+pub async fn users_with_subjects(
+    db: &impl ConnectionTrait,
+    customer_ids: &[CustomerId],
+    subjects: &[String],
+) -> Result<Vec<PlanUser>, DbErr> {
+    if subjects.is_empty() {
+        return Ok(Vec::new());
     }
-    query.all(db).await
+    let column = Expr::col((users::Entity, users::Column::ExternalSubject));
+    let condition = bulk::among_texts(db, column, subjects.iter().map(String::as_str));
+    plan_users(db, customer_ids, condition, Lock::None).await
 }
 
 /// Locks the customers against policy changes until the transaction ends (PostgreSQL;
@@ -378,6 +429,23 @@ pub async fn lock_customers(
     Ok(())
 }
 
+/// What the planner needs of a method: a plain row.
+#[derive(Clone, Debug, FromQueryResult)]
+pub struct PlanMethod {
+    /// The method.
+    pub id: uuid::Uuid,
+    /// Its user.
+    pub user_id: uuid::Uuid,
+    /// Kind, as stored.
+    pub kind: String,
+    /// Scope, as stored.
+    pub scope: String,
+    /// Label, unmasked.
+    pub label: String,
+    /// State, as stored.
+    pub state: String,
+}
+
 /// Every method of `user_ids` (in `customer_ids`), in id order (the order concurrent
 /// confirms lock them in).
 pub async fn methods_of(
@@ -385,24 +453,27 @@ pub async fn methods_of(
     customer_ids: &[CustomerId],
     user_ids: &[UserId],
     lock: Lock,
-) -> Result<Vec<methods::Model>, DbErr> {
+) -> Result<Vec<PlanMethod>, DbErr> {
+    use methods::Column as C;
     let mut query = methods::Entity::find()
+        .select_only()
+        .columns([C::Id, C::UserId, C::Kind, C::Scope, C::Label, C::State])
         .filter(super::within_customers(
             db,
             methods::Entity,
-            methods::Column::CustomerId,
+            C::CustomerId,
             customer_ids,
         ))
         .filter(bulk::among(
             db,
-            Expr::col((methods::Entity, methods::Column::UserId)),
+            Expr::col((methods::Entity, C::UserId)),
             user_ids.iter().map(|&id| id.into()),
         ))
-        .order_by_asc(methods::Column::Id);
+        .order_by_asc(C::Id);
     if locking(db, lock) {
         query = query.lock_exclusive();
     }
-    query.all(db).await
+    query.into_model::<PlanMethod>().all(db).await
 }
 
 /// Deletes methods by id (within `customer_ids`); returns the rows deleted.

@@ -29,7 +29,6 @@ use super::{
     Caller, DomainError, DomainResult,
     error::MetadataValue,
     ids::{CustomerId, MethodId, ResetId, UserId},
-    methods,
     model::{Action, MethodKind, MethodScope, MethodState, ResetScope},
     paging::Page,
     reason::Reason,
@@ -224,7 +223,7 @@ struct Current {
 async fn current_plan(
     db: &impl ConnectionTrait,
     selection: &Selection,
-    users: Vec<store::entities::users::Model>,
+    users: Vec<store::resets::PlanUser>,
     options: &ResetOptions,
     requester: &str,
     lock: Lock,
@@ -232,12 +231,10 @@ async fn current_plan(
     let customer_ids = selection.ids();
     let ids: Vec<UserId> = users.iter().map(|u| u.id.into()).collect();
     let mut methods_by_user: HashMap<UserId, Vec<_>> = HashMap::new();
-    for model in store::resets::methods_of(db, &customer_ids, &ids, lock).await? {
-        let method = methods::from_model(model)?;
-        methods_by_user
-            .entry(method.user_id)
-            .or_default()
-            .push(method);
+    for row in store::resets::methods_of(db, &customer_ids, &ids, lock).await? {
+        let user_id = UserId::from(row.user_id);
+        let method = plan::MethodFacts::from_row(row)?;
+        methods_by_user.entry(user_id).or_default().push(method);
     }
     let mut current = Current {
         items: HashMap::with_capacity(users.len()),

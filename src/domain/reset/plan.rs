@@ -8,13 +8,17 @@ use std::collections::{BTreeMap, HashMap};
 use sha2::{Digest, Sha256};
 
 use super::{Disposition, PlanItem, PlannedMethod, ResetOptions, SkipReason};
-use crate::domain::{
-    ids::{CustomerId, MethodId, ResetId, UserId},
-    masking::mask_label,
-    model::{
-        Customer, Method, MethodKind, MethodScope, MethodState, MfaPolicy, Removal, ResetScope,
-        named_enum,
+use crate::{
+    domain::{
+        DomainError, DomainResult,
+        ids::{CustomerId, MethodId, ResetId, UserId},
+        masking::mask_label,
+        model::{
+            Customer, MethodKind, MethodScope, MethodState, MfaPolicy, Removal, ResetScope,
+            named_enum,
+        },
     },
+    store,
 };
 
 /// The facts about one user that decide their plan.
@@ -32,8 +36,42 @@ pub struct UserFacts {
     pub external_subject: Option<String>,
 }
 
+/// The facts about one method that decide its disposition.
+#[derive(Clone, Debug)]
+pub struct MethodFacts {
+    /// The method.
+    pub id: MethodId,
+    /// Kind.
+    pub kind: MethodKind,
+    /// Scope.
+    pub scope: MethodScope,
+    /// State.
+    pub state: MethodState,
+    /// Label, unmasked (masked in the plan).
+    pub label: String,
+}
+
+impl MethodFacts {
+    /// From a stored row; INTERNAL if it holds a value this version does not know.
+    pub fn from_row(row: store::resets::PlanMethod) -> DomainResult<MethodFacts> {
+        let broken = |what: &str, value: &str| {
+            DomainError::Internal(anyhow::anyhow!(
+                "method {} has unknown {what} {value:?}",
+                row.id
+            ))
+        };
+        Ok(MethodFacts {
+            id: row.id.into(),
+            kind: MethodKind::parse(&row.kind).ok_or_else(|| broken("kind", &row.kind))?,
+            scope: MethodScope::parse(&row.scope).ok_or_else(|| broken("scope", &row.scope))?,
+            state: MethodState::parse(&row.state).ok_or_else(|| broken("state", &row.state))?,
+            label: row.label,
+        })
+    }
+}
+
 /// Whether `method` falls inside the reset's options.
-fn in_scope(method: &Method, options: &ResetOptions) -> bool {
+fn in_scope(method: &MethodFacts, options: &ResetOptions) -> bool {
     method.state == MethodState::Active
         && (options.scope == ResetScope::All || method.scope == MethodScope::Org)
         && (options.method_kinds.is_empty() || options.method_kinds.contains(&method.kind))
@@ -43,7 +81,7 @@ fn in_scope(method: &Method, options: &ResetOptions) -> bool {
 /// NOT_ENROLLED; a skipped user keeps every method.
 pub fn plan_user(
     user: &UserFacts,
-    methods: &[Method],
+    methods: &[MethodFacts],
     options: &ResetOptions,
     caller_subject: &str,
     may_reset_admins: bool,
@@ -424,22 +462,15 @@ fn dispositions(item: &PlanItem) -> Vec<Disposition> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-
     use super::*;
 
-    fn method(kind: MethodKind, scope: MethodScope) -> Method {
-        Method {
+    fn method(kind: MethodKind, scope: MethodScope) -> MethodFacts {
+        MethodFacts {
             id: MethodId::generate(),
-            customer_id: CustomerId::generate(),
-            user_id: UserId::generate(),
             kind,
             scope,
             label: "+1 555 123 4567".into(),
             state: MethodState::Active,
-            has_secret_ref: false,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
         }
     }
 

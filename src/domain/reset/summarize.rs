@@ -21,7 +21,10 @@ use crate::{
         selection::Selection,
         users::{UserRef, ambiguous},
     },
-    store::{self, entities::users, resets::Lock},
+    store::{
+        self,
+        resets::{Lock, PlanUser},
+    },
 };
 
 /// Plans a reset and stores it as PENDING until `now + ttl`. Changes nothing else.
@@ -131,18 +134,18 @@ async fn resolve(
     db: &DatabaseConnection,
     selection: &Selection,
     refs: &UserRefs,
-) -> DomainResult<Vec<users::Model>> {
+) -> DomainResult<Vec<PlanUser>> {
     let customer_ids = selection.ids();
-    let mut by_id: HashMap<UserId, users::Model> =
+    let mut by_id: HashMap<UserId, PlanUser> =
         store::resets::users_in(db, &customer_ids, &refs.ids, Lock::None)
             .await?
             .into_iter()
             .map(|u| (u.id.into(), u))
             .collect();
-    let mut by_subject: HashMap<String, Vec<users::Model>> = HashMap::new();
+    let mut by_subject: HashMap<String, Vec<PlanUser>> = HashMap::new();
     if !refs.external_subjects.is_empty() {
         let found =
-            store::users::by_external_subjects(db, &customer_ids, &refs.external_subjects).await?;
+            store::resets::users_with_subjects(db, &customer_ids, &refs.external_subjects).await?;
         for user in found {
             if let Some(subject) = user.external_subject.clone() {
                 by_subject.entry(subject).or_default().push(user);
@@ -169,7 +172,11 @@ async fn resolve(
         .iter()
         .find_map(|s| by_subject.get(s).filter(|f| f.len() > 1).map(|f| (s, f)))
     {
-        return Err(ambiguous(&UserRef::ExternalSubject(subject.clone()), found));
+        let customers = found.iter().map(|u| u.customer_id.into());
+        return Err(ambiguous(
+            &UserRef::ExternalSubject(subject.clone()),
+            customers,
+        ));
     }
 
     let mut users = Vec::with_capacity(refs.len());
