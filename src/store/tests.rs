@@ -131,6 +131,42 @@ async fn postgres_migrates_concurrently_round_trips_rows_and_refuses_cross_custo
     .await;
 }
 
+#[tokio::test]
+async fn postgres_connections_run_without_jit_and_writes_with_generic_plans() {
+    let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
+        eprintln!("{POSTGRES_URL_VAR} is not set; skipping the PostgreSQL run");
+        return;
+    };
+    let db = connect(&admin_url).await.unwrap();
+    assert_eq!(show(&db, "jit").await, "off", "every pooled connection");
+    assert_eq!(
+        show(&db, "plan_cache_mode").await,
+        "auto",
+        "reads plan by value"
+    );
+    let txn = super::begin_write(&db).await.unwrap();
+    assert_eq!(show(&txn, "plan_cache_mode").await, "force_generic_plan");
+    txn.rollback().await.unwrap();
+    assert_eq!(
+        show(&db, "plan_cache_mode").await,
+        "auto",
+        "only for the transaction"
+    );
+    db.close().await.unwrap();
+}
+
+async fn show(conn: &impl ConnectionTrait, setting: &str) -> String {
+    conn.query_one_raw(sea_orm::Statement::from_string(
+        DbBackend::Postgres,
+        format!("SHOW {setting}"),
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get_by_index(0)
+    .unwrap()
+}
+
 /// Runs `test` against a database created for it, and drops the database afterwards, whether
 /// the test passed or not.
 async fn with_fresh_postgres<F, Fut>(admin_url: &str, test: F)
