@@ -9,6 +9,7 @@
 mod helpers;
 
 mod auth_tokens;
+mod bench_smoke;
 mod customers;
 mod demo_and_cli;
 mod errors_and_validation;
