@@ -74,6 +74,15 @@ impl Target {
         }
     }
 
+    /// Where the data is, without credentials: the PostgreSQL database's name or the
+    /// SQLite file.
+    pub fn describe(&self) -> String {
+        match &self.postgres {
+            Some((_, name)) => format!("PostgreSQL database {name}"),
+            None => format!("SQLite file {}", self.dir.join("bench.db").display()),
+        }
+    }
+
     /// Drops the PostgreSQL database (`WITH (FORCE)`) and removes the temp directory.
     pub async fn drop_now(self) {
         if let Some((admin_url, name)) = &self.postgres {

@@ -102,6 +102,9 @@ struct Args {
     /// (PostgreSQL: EXPLAIN (ANALYZE, BUFFERS) in a rolled-back transaction).
     #[arg(long)]
     print_sql: bool,
+    /// Leave the database (and the temp directory) behind for inspection, and say where.
+    #[arg(long)]
+    keep_database: bool,
 }
 
 /// The sizes of a run.
@@ -180,7 +183,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let target = Target::create(args.backend, args.postgres_url.as_deref()).await?;
     let result = bench(&plan, &target, &args).await;
-    target.drop_now().await;
+    if args.keep_database {
+        eprintln!("kept {}", target.describe());
+    } else {
+        target.drop_now().await;
+    }
     let report = result?;
     report.print();
     if let Some(path) = &args.json {

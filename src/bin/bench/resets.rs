@@ -453,6 +453,7 @@ async fn raw_read(pool: &Pool, customers: &[Uuid], users: &[Uuid]) -> anyhow::Re
     let (roles, customer_rows, user_rows, method_rows): ReadRows = match pool {
         Pool::Postgres(pool) => {
             let mut tx = pool.begin().await?;
+            sqlx::raw_sql(sql::PG_TUNE).execute(&mut *tx).await?;
             let roles = sqlx::query_as(sql::PG_READ_ROLES)
                 .bind(SUBJECT)
                 .bind(customers)
@@ -687,49 +688,158 @@ where
 type PgQuery = sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments>;
 type SqliteQuery = sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>;
 
-/// Statement `step` of the raw confirm on PostgreSQL with its parameters.
+/// A parameter of a raw PostgreSQL statement: bound, or (explain) written as a literal.
+enum PgArg {
+    Uuid(Uuid),
+    Uuids(Vec<Uuid>),
+    Bools(Vec<bool>),
+    Text(String),
+    Texts(Vec<Option<String>>),
+    Time(chrono::DateTime<Utc>),
+}
+
+impl PgArg {
+    fn bind(self, q: PgQuery) -> PgQuery {
+        match self {
+            PgArg::Uuid(v) => q.bind(v),
+            PgArg::Uuids(v) => q.bind(v),
+            PgArg::Bools(v) => q.bind(v),
+            PgArg::Text(v) => q.bind(v),
+            PgArg::Texts(v) => q.bind(v),
+            PgArg::Time(v) => q.bind(v),
+        }
+    }
+
+    fn literal(&self) -> String {
+        fn text(t: &str) -> String {
+            format!("'{}'", t.replace('\'', "''"))
+        }
+        let join = |parts: Vec<String>| parts.join(",");
+        match self {
+            PgArg::Uuid(v) => format!("'{v}'::uuid"),
+            PgArg::Uuids(v) => format!(
+                "'{{{}}}'::uuid[]",
+                join(v.iter().map(ToString::to_string).collect())
+            ),
+            PgArg::Bools(v) => format!(
+                "'{{{}}}'::bool[]",
+                join(
+                    v.iter()
+                        .map(|b| if *b { "t" } else { "f" }.to_string())
+                        .collect()
+                )
+            ),
+            PgArg::Text(v) => text(v),
+            PgArg::Texts(v) => format!(
+                "ARRAY[{}]::text[]",
+                join(
+                    v.iter()
+                        .map(|t| t.as_deref().map_or_else(|| "NULL".to_string(), text))
+                        .collect()
+                )
+            ),
+            PgArg::Time(v) => format!("'{}'::timestamptz", v.to_rfc3339()),
+        }
+    }
+}
+
+/// Statement `step` of the raw confirm on PostgreSQL with its parameters; with `explain`,
+/// `EXPLAIN (ANALYZE, BUFFERS) EXECUTE` of the statement prepared as `bench_confirm_{step}`
+/// (see [`pg_prepare`]) with the same values as literals: an EXPLAIN of the statement
+/// itself would plan it for its values, not as the generic plan the raw transactions run.
 fn pg_confirm_query(
     step: usize,
-    prefix: &str,
+    explain: bool,
     reset_id: Uuid,
     now: chrono::DateTime<Utc>,
     users: &[Uuid],
     w: &Writes,
     reason: &str,
 ) -> anyhow::Result<PgQuery> {
+    use PgArg::*;
     let statements = sql::raw_confirm(true);
     let stmt = statements.get(step).context("no such step")?;
-    let q = sqlx::query(sqlx::AssertSqlSafe(format!("{prefix}{}", stmt.sql)));
-    Ok(match step {
-        0 | 2 | 3 => q.bind(reset_id),
-        1 => q.bind(SUBJECT),
-        4 | 5 => q.bind(users.to_vec()).bind(w.customer_ids.clone()),
-        6 => q.bind(w.delete.clone()).bind(w.customer_ids.clone()),
-        7 => q
-            .bind(w.deactivate.clone())
-            .bind(w.customer_ids.clone())
-            .bind(now),
-        8 => q
-            .bind(now)
-            .bind(w.users.clone())
-            .bind(w.required.clone())
-            .bind(w.customer_ids.clone()),
-        9 => q
-            .bind(now)
-            .bind(SUBJECT)
-            .bind(reset_id)
-            .bind(reason.to_string())
-            .bind(w.event_ids.clone())
-            .bind(w.event_customers.clone())
-            .bind(w.users.clone())
-            .bind(w.details.clone())
-            .bind(w.external_subjects.clone())
-            .bind(w.required_after.clone()),
-        _ => q.bind(reset_id).bind(SUBJECT).bind(now),
-    })
+    let customers = || Uuids(w.customer_ids.clone());
+    let args = match step {
+        0 | 2 | 3 => vec![Uuid(reset_id)],
+        1 => vec![Text(SUBJECT.into())],
+        4 | 5 => vec![Uuids(users.to_vec()), customers()],
+        6 => vec![Uuids(w.delete.clone()), customers()],
+        7 => vec![Uuids(w.deactivate.clone()), customers(), Time(now)],
+        8 => vec![
+            Time(now),
+            Uuids(w.users.clone()),
+            Bools(w.required.clone()),
+            customers(),
+        ],
+        9 => vec![
+            Time(now),
+            Text(SUBJECT.into()),
+            Uuid(reset_id),
+            Text(reason.into()),
+            Uuids(w.event_ids.clone()),
+            Uuids(w.event_customers.clone()),
+            Uuids(w.users.clone()),
+            Texts(w.details.iter().cloned().map(Some).collect()),
+            Texts(w.external_subjects.clone()),
+            Bools(w.required_after.clone()),
+        ],
+        _ => vec![Uuid(reset_id), Text(SUBJECT.into()), Time(now)],
+    };
+    Ok(pg_query(
+        stmt,
+        explain,
+        &format!("bench_confirm_{step}"),
+        args,
+    ))
 }
 
-const EXPLAIN_PG: &str = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ";
+/// `stmt` with `args` bound, or (`explain`) `EXPLAIN (ANALYZE, BUFFERS) EXECUTE name(args)`.
+fn pg_query(stmt: &sql::Named, explain: bool, name: &str, args: Vec<PgArg>) -> PgQuery {
+    if explain {
+        let literals: Vec<String> = args.iter().map(PgArg::literal).collect();
+        return sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE {name}({})",
+            literals.join(", ")
+        )));
+    }
+    args.into_iter()
+        .fold(sqlx::query(stmt.sql), |q, arg| arg.bind(q))
+}
+
+/// `PREPARE name(types) AS sql`, for [`pg_query`]'s explain (names are unique per run:
+/// a prepared statement outlives the transaction; [`pg_deallocate`] drops it).
+async fn pg_prepare(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    stmt: &sql::Named,
+    name: &str,
+) -> anyhow::Result<()> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE {name}({}) AS {}",
+        stmt.params, stmt.sql
+    )))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn pg_deallocate(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    name: &str,
+) -> anyhow::Result<()> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DEALLOCATE {name}")))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn plan_text(lines: Vec<(String,)>) -> String {
+    lines
+        .into_iter()
+        .map(|(l,)| l)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 async fn raw_confirm_pg(
     pool: &sqlx::PgPool,
@@ -744,17 +854,14 @@ async fn raw_confirm_pg(
         let w = plan_writes(&loaded, etag, &users, &methods)?;
         let ids: Vec<Uuid> = loaded.items.iter().map(|i| i.0).collect();
         let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sql::PG_TUNE).execute(&mut *tx).await?;
         for (step, stmt) in sql::raw_confirm(true).iter().enumerate() {
-            let q = pg_confirm_query(step, EXPLAIN_PG, reset_id, now, &ids, &w, &loaded.reset.5)?;
+            let name = format!("bench_confirm_{step}");
+            pg_prepare(&mut tx, stmt, &name).await?;
+            let q = pg_confirm_query(step, true, reset_id, now, &ids, &w, &loaded.reset.5)?;
             let lines: Vec<(String,)> = rows(q.fetch_all(&mut *tx).await?)?;
-            plans.push((
-                format!("confirm: {}", stmt.name),
-                lines
-                    .into_iter()
-                    .map(|(l,)| l)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ));
+            pg_deallocate(&mut tx, &name).await?;
+            plans.push((format!("confirm: {}", stmt.name), plan_text(lines)));
         }
         tx.rollback().await?;
         return Ok(ConfirmOutcome {
@@ -771,7 +878,7 @@ async fn raw_confirm_pg(
     let reason = loaded.reset.5.clone();
     let mut affected = [0u64; 5];
     for (slot, step) in affected.iter_mut().zip(6..=10) {
-        *slot = pg_confirm_query(step, "", reset_id, now, &ids, &w, &reason)?
+        *slot = pg_confirm_query(step, false, reset_id, now, &ids, &w, &reason)?
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -787,7 +894,8 @@ async fn raw_confirm_pg(
         "the raw confirm's writes touched other rows than planned"
     );
     Ok(ConfirmOutcome {
-        statements: 11,
+        // PG_TUNE and the 11 statements.
+        statements: 12,
         users_reset: w.users.len() as u64,
         deleted,
         deactivated,
@@ -811,9 +919,10 @@ async fn pg_confirm_reads(
         Some(tx) => tx,
         None => own.insert(pool.begin().await?),
     };
+    sqlx::raw_sql(sql::PG_TUNE).execute(&mut **tx).await?;
     let now = Utc::now();
     let none = Writes::default();
-    let q = |step| pg_confirm_query(step, "", reset_id, now, &[], &none, "");
+    let q = |step| pg_confirm_query(step, false, reset_id, now, &[], &none, "");
     let reset: ResetRow = FromRow::from_row(
         &q(0)?
             .fetch_optional(&mut **tx)
@@ -830,12 +939,12 @@ async fn pg_confirm_reads(
         ..Writes::default()
     };
     let users: Vec<LockedUserRow> = rows(
-        pg_confirm_query(4, "", reset_id, now, &ids, &with_ids, "")?
+        pg_confirm_query(4, false, reset_id, now, &ids, &with_ids, "")?
             .fetch_all(&mut **tx)
             .await?,
     )?;
     let methods: Vec<LockedMethodRow> = rows(
-        pg_confirm_query(5, "", reset_id, now, &ids, &with_ids, "")?
+        pg_confirm_query(5, false, reset_id, now, &ids, &with_ids, "")?
             .fetch_all(&mut **tx)
             .await?,
     )?;
@@ -1046,18 +1155,26 @@ async fn explain_read(
     for (step, stmt) in sql::raw_read(postgres).iter().enumerate() {
         let plan = match pool {
             Pool::Postgres(p) => {
-                let q = sqlx::query(sqlx::AssertSqlSafe(format!("{EXPLAIN_PG}{}", stmt.sql)));
-                let q = match step {
-                    0 => q.bind(SUBJECT).bind(customers.to_vec()),
-                    1 => q.bind(customers.to_vec()),
-                    _ => q.bind(users.to_vec()).bind(customers.to_vec()),
+                let name = format!("bench_read_{step}");
+                let mut tx = p.begin().await?;
+                sqlx::raw_sql(sql::PG_TUNE).execute(&mut *tx).await?;
+                pg_prepare(&mut tx, stmt, &name).await?;
+                let args = match step {
+                    0 => vec![
+                        PgArg::Text(SUBJECT.into()),
+                        PgArg::Uuids(customers.to_vec()),
+                    ],
+                    1 => vec![PgArg::Uuids(customers.to_vec())],
+                    _ => vec![
+                        PgArg::Uuids(users.to_vec()),
+                        PgArg::Uuids(customers.to_vec()),
+                    ],
                 };
-                let lines: Vec<(String,)> = rows(p.fetch_all(q).await?)?;
-                lines
-                    .into_iter()
-                    .map(|(l,)| l)
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                let q = pg_query(stmt, true, &name, args);
+                let lines: Vec<(String,)> = rows(q.fetch_all(&mut *tx).await?)?;
+                pg_deallocate(&mut tx, &name).await?;
+                tx.rollback().await?;
+                plan_text(lines)
             }
             Pool::Sqlite(p) => {
                 let q = sqlx::query(sqlx::AssertSqlSafe(format!(
