@@ -314,7 +314,7 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 /// id (users by id, methods by user id). SQLite would otherwise probe its
 /// `(customer_id, ...)` index once for every pair of the two lists (500 customers times
 /// 2,000 ids is a million probes); the unary `+` keeps the filter but leaves the index
-/// choice to the id list. PostgreSQL plans the two lists well by itself.
+/// choice to the id list. On PostgreSQL the ids travel as one array.
 pub(crate) fn within_customers<E, C>(
     db: &impl ConnectionTrait,
     entity: E,
@@ -327,13 +327,14 @@ where
 {
     use sea_orm::sea_query::{Expr, ExprTrait};
     let column = Expr::col((entity, column));
-    let column = match db.get_database_backend() {
+    match db.get_database_backend() {
         // `?` is where sea-query's SQLite builder puts the column (`$1` would be a bind
         // parameter there, and silently match every row).
-        DbBackend::Sqlite => Expr::cust_with_expr("+?", column),
-        _ => column,
-    };
-    column.is_in(customer_ids.iter().copied())
+        DbBackend::Sqlite => Expr::cust_with_expr("+?", column).is_in(customer_ids.iter().copied()),
+        // One array parameter, not 500: with a generic plan, a list of parameters is
+        // estimated and searched element by element.
+        _ => bulk::among(db, column, customer_ids.iter().map(|&id| id.into())),
+    }
 }
 
 /// The backend a URL names, judged by its scheme alone.

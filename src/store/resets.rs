@@ -8,8 +8,8 @@ use super::ids::{CustomerId, MethodId, ResetId, UserId};
 use super::values::{MethodState, ResetState, SkipReason};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait, Query},
+    QueryFilter, QueryOrder, QuerySelect, Statement,
+    sea_query::{ArrayType, Expr, ExprTrait, Query},
 };
 
 use super::entities::{
@@ -317,6 +317,16 @@ pub async fn list(
     query.order_by_desc(C::Id).limit(limit).all(db).await
 }
 
+/// Gives the rest of a large reset's transaction the memory to sort its rows (35,000 methods
+/// of 10,000 users, in lock order) without spilling to disk (PostgreSQL; `work_mem` is per
+/// sort, and for this transaction only).
+pub async fn prepare_bulk(db: &impl ConnectionTrait) -> Result<(), DbErr> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        db.execute_unprepared("SET LOCAL work_mem = '64MB'").await?;
+    }
+    Ok(())
+}
+
 /// Whether to lock the rows read until the transaction ends. On PostgreSQL (read
 /// committed) a confirm locks what its plan covers, so that no user, method or policy
 /// can change between its staleness check and its writes; SQLite's `BEGIN IMMEDIATE`
@@ -546,6 +556,37 @@ pub async fn mark_users_reset(
 ) -> Result<u64, DbErr> {
     if user_ids.is_empty() {
         return Ok(0);
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        // Joined with the two arrays, not `id = ANY(registration_required)` row by row.
+        let sql = "UPDATE users AS u SET mfa_reset_at = $1, updated_at = $1, \
+            mfa_registration_required = u.mfa_registration_required OR r.required \
+            FROM unnest($2::uuid[], $3::bool[]) AS r(id, required) \
+            WHERE u.id = r.id AND u.customer_id = ANY($4::uuid[])";
+        let required: std::collections::HashSet<UserId> =
+            registration_required.iter().copied().collect();
+        let uuids = |ids: &mut dyn Iterator<Item = uuid::Uuid>| {
+            let ids = ids.map(|id| sea_orm::Value::Uuid(Some(id))).collect();
+            sea_orm::Value::Array(ArrayType::Uuid, Some(Box::new(ids)))
+        };
+        let flags = user_ids
+            .iter()
+            .map(|id| sea_orm::Value::Bool(Some(required.contains(id))))
+            .collect();
+        let values = [
+            now.into(),
+            uuids(&mut user_ids.iter().map(|&id| id.into())),
+            sea_orm::Value::Array(ArrayType::Bool, Some(Box::new(flags))),
+            uuids(&mut customer_ids.iter().map(|&id| id.into())),
+        ];
+        let result = db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?;
+        return Ok(result.rows_affected());
     }
     let id = || Expr::col((users::Entity, users::Column::Id));
     let required = Expr::col((users::Entity, users::Column::MfaRegistrationRequired)).or(

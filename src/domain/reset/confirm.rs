@@ -76,6 +76,7 @@ pub async fn confirm(
                 rpc: "ConfirmMfaReset of a reset that needs approval",
             });
         }
+        store::resets::prepare_bulk(txn).await?;
         let stored_items: Vec<PlanItem> = store::resets::items(txn, id, None, None, None)
             .await?
             .into_iter()
