@@ -33,6 +33,8 @@
 //!    `--duration-secs` each (see `throughput`).
 //! 4. Prints a table, writes every figure to `--json`, and marks each of the targets
 //!    `met` or `NOT met` (or `not measured`); a missed target is not an error exit.
+//!
+//! `BENCH_RSS_TRACE=1` prints the process's RSS (after `malloc_trim`) at each step of a round.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 

@@ -110,11 +110,13 @@ pub struct Scaling {
     pub ratio: f64,
 }
 
-pub const NOTES: [&str; 5] = [
+pub const NOTES: [&str; 7] = [
     "raw confirm: the same reads, locks and writes as a confirm, in one transaction that is ROLLED BACK, so the gRPC confirm that follows finds the same rows",
+    "PostgreSQL: after that rollback (untimed) VACUUM users, authentication_methods, audit_events, mfa_resets, so the gRPC confirm meets the rows as clean as the raw confirm did (no aborted xmax to hint, no dead versions and index entries)",
     "raw read: the reads of a summarize (roles, customers, users, methods) in one transaction; the summarize also stores the reset and its items, which the raw read does not",
+    "raw transactions on PostgreSQL start with SET LOCAL plan_cache_mode = force_generic_plan, work_mem = 64MB, jit = off (index plans for = ANY of thousands of ids, in-memory sorts); the service runs with the server's defaults",
     "statements: gRPC calls from the server's statement counter (BEGIN/COMMIT not counted); raw transactions counted by the bench, BEGIN/ROLLBACK not counted",
-    "peak RSS: VmHWM of the bench process (server, clients and the bench's own pool in one), reset with /proc/self/clear_refs before the call",
+    "peak RSS: VmHWM of the bench process (server, clients and the bench's own pool in one), after malloc_trim(0) and a reset with /proc/self/clear_refs just before the call; the RSS before the call is shown beside it",
     "the server, the clients, the baselines and the database share the machine's cores",
 ];
 
@@ -169,7 +171,7 @@ fn check(target: String, value: Option<f64>, limit: f64, at_most: bool, unit: &s
         Some(v) if (at_most && v <= limit) || (!at_most && v >= limit) => "met",
         Some(_) => "NOT met",
     };
-    let figure = value.map_or_else(|| "-".to_string(), |v| format!("{v:.2}{unit}"));
+    let figure = value.map_or_else(|| "-".to_string(), |v| format!("{v:.3}{unit}"));
     TargetCheck {
         target,
         figure,
@@ -293,7 +295,7 @@ impl Report {
             "\n(a) SummarizeMfaReset and ConfirmMfaReset through gRPC beside raw SQL (median ms)"
         );
         println!(
-            "{:<10} | {:>9} {:>10} {:>6} {:>9} | {:>11} {:>10} {:>6} {:>9} | {:>9} {:>9}",
+            "{:<10} | {:>9} {:>10} {:>6} {:>9} | {:>11} {:>10} {:>6} {:>9} | {:>11} {:>9}",
             "case",
             "raw read",
             "summarize",
@@ -313,7 +315,7 @@ impl Report {
                 v.get(v.len() / 2).copied().unwrap_or(0)
             };
             println!(
-                "{:<10} | {:>9.1} {:>10.1} {:>5.2}x {:>4}/{:<4} | {:>11.1} {:>10.1} {:>5.2}x {:>4}/{:<4} | {:>9} {:>9.0}",
+                "{:<10} | {:>9.1} {:>10.1} {:>5.2}x {:>4}/{:<4} | {:>11.1} {:>10.1} {:>5.2}x {:>4}/{:<4} | {:>5} > {:<3} {:>9.0}",
                 c.case().label(),
                 c.median_raw_read_ms,
                 c.median_summarize_ms,
@@ -325,12 +327,13 @@ impl Report {
                 c.confirm_ratio,
                 stmts(|r| r.raw_confirm_statements),
                 stmts(|r| r.confirm_statements),
+                mib(c.max_confirm_rss_before_kib),
                 mib(c.max_confirm_peak_rss_kib),
                 c.users as f64 / (c.median_confirm_ms / 1e3).max(f64::MIN_POSITIVE),
             );
         }
         println!(
-            "  stmts: raw/gRPC; RSS: peak of the bench process during the confirm; users/s: of the confirm"
+            "  stmts: raw/gRPC; RSS MiB: the bench process before the confirm > its peak during it; users/s: of the confirm"
         );
         if let Some(s) = &self.ratios.confirm_scaling {
             println!(

@@ -81,6 +81,8 @@ pub struct Round {
     /// VmHWM of the bench process (server and client in one) during the call, in KiB.
     pub summarize_peak_rss_kib: Option<u64>,
     pub confirm_peak_rss_kib: Option<u64>,
+    /// VmRSS just before the confirm (what the peak grew from).
+    pub confirm_rss_before_kib: Option<u64>,
     pub users_reset: u64,
     pub methods_deleted: u64,
     pub methods_deactivated: u64,
@@ -101,6 +103,8 @@ pub struct CaseResult {
     pub confirm_ratio: f64,
     pub max_confirm_peak_rss_kib: Option<u64>,
     pub max_summarize_peak_rss_kib: Option<u64>,
+    /// The largest VmRSS just before a confirm of the case.
+    pub max_confirm_rss_before_kib: Option<u64>,
 }
 
 impl CaseResult {
@@ -194,6 +198,10 @@ pub async fn run(ctx: &Setup<'_>, cases: &[Case]) -> anyhow::Result<Vec<CaseResu
             max_summarize_peak_rss_kib: rounds
                 .iter()
                 .filter_map(|r| r.summarize_peak_rss_kib)
+                .max(),
+            max_confirm_rss_before_kib: rounds
+                .iter()
+                .filter_map(|r| r.confirm_rss_before_kib)
                 .max(),
             rounds,
         });
@@ -295,18 +303,61 @@ fn elapsed_ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1e3
 }
 
-/// Resets the process's peak RSS to its current RSS (Linux `clear_refs` 5).
+/// Gives the allocator's free memory back to the OS, then resets the process's peak RSS to
+/// its current RSS (Linux `clear_refs` 5): the peak measured next is what the call needs on
+/// top of what the process holds, not memory freed by earlier calls and kept by malloc.
 fn reset_peak_rss() -> bool {
+    trim_heap();
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    unsafe extern "C" {
+        /// glibc: releases free memory at the top of the heap and in every arena.
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: malloc_trim takes no pointers and only returns free pages to the OS.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
+
 /// The process's peak RSS (VmHWM) in KiB.
 fn peak_rss_kib() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+/// The process's RSS (VmRSS) in KiB.
+fn rss_kib() -> Option<u64> {
+    status_kib("VmRSS:")
+}
+
+fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// What a rolled-back raw confirm leaves on PostgreSQL, removed before the gRPC confirm
+/// meets it: the rows it locked carry an aborted xmax (the next reader sets hint bits and
+/// dirties their pages), the users it updated have dead versions with an entry in each of
+/// their eight indexes, and the audit events it inserted are dead rows. The raw confirm
+/// found the rows clean; so must the gRPC confirm. (SQLite's rollback restores the pages.)
+async fn clean_up_after_rollback(pool: &Pool) -> anyhow::Result<()> {
+    if let Pool::Postgres(pool) = pool {
+        sqlx::raw_sql(
+            "VACUUM (ANALYZE false) users, authentication_methods, audit_events, mfa_resets",
+        )
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn run_round(
@@ -320,6 +371,13 @@ async fn run_round(
     let user_ids: Vec<Uuid> = users.iter().map(|(_, u)| *u).collect();
     let mut figures = Round::default();
 
+    let trace = |what: &str| {
+        if std::env::var_os("BENCH_RSS_TRACE").is_some() {
+            trim_heap();
+            eprintln!("    rss {what}: {:?} KiB", rss_kib());
+        }
+    };
+    trace("round start");
     // 1. The raw read.
     let started = Instant::now();
     let read = raw_read(ctx.pool, customers, &user_ids).await?;
@@ -333,6 +391,7 @@ async fn run_round(
         user_ids.len()
     );
 
+    trace("after raw read");
     // 2. SummarizeMfaReset.
     let mut client = UsersClient::new(ctx.channel.clone())
         .max_decoding_message_size(64 * 1024 * 1024)
@@ -373,6 +432,7 @@ async fn run_round(
     );
     let reset_id = Uuid::try_parse(&reset.id).context("the reset id")?;
 
+    trace("after summarize");
     // 3. The raw confirm, rolled back.
     let started = Instant::now();
     let confirm = raw_confirm(ctx.pool, reset_id, &reset.etag, None).await?;
@@ -402,6 +462,8 @@ async fn run_round(
         raw_confirm(ctx.pool, reset_id, &reset.etag, Some(&mut plans)).await?;
         print_plans(ctx.pool, case, &plans);
     }
+    clean_up_after_rollback(ctx.pool).await?;
+    trace("after raw confirm");
 
     // 4. ConfirmMfaReset.
     let request = pb::UsersConfirmMfaResetRequest {
@@ -410,6 +472,7 @@ async fn run_round(
         request_id: String::new(),
     };
     let rss = reset_peak_rss();
+    figures.confirm_rss_before_kib = rss_kib().filter(|_| rss);
     let before = ctx.statements.load(Ordering::Relaxed);
     let started = Instant::now();
     let confirmed = client
@@ -420,6 +483,7 @@ async fn run_round(
     figures.confirm_ms = elapsed_ms(started);
     figures.confirm_statements = ctx.statements.load(Ordering::Relaxed) - before;
     figures.confirm_peak_rss_kib = peak_rss_kib().filter(|_| rss);
+    trace("after confirm");
     let state = confirmed.mfa_reset.map(|r| r.state).unwrap_or_default();
     ensure!(
         state == pb::MfaResetState::Confirmed as i32,
@@ -508,7 +572,12 @@ async fn raw_read(pool: &Pool, customers: &[Uuid], users: &[Uuid]) -> anyhow::Re
         "a customer is missing"
     );
     Ok(ReadOutcome {
-        statements: 4,
+        // And PG_TUNE on PostgreSQL.
+        statements: if matches!(pool, Pool::Postgres(_)) {
+            5
+        } else {
+            4
+        },
         users: user_rows.len() as u64,
         methods: method_rows.len() as u64,
     })
