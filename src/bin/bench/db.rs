@@ -41,7 +41,14 @@ pub struct Target {
 
 impl Target {
     /// A fresh, empty database.
-    pub async fn create(backend: Backend, postgres_url: Option<&str>) -> anyhow::Result<Target> {
+    /// With `log_statements` (PostgreSQL), every statement on the new database is written to
+    /// the server's log with its duration (`log_min_duration_statement = 0`, parameters left
+    /// out), for a breakdown of where a call's time goes.
+    pub async fn create(
+        backend: Backend,
+        postgres_url: Option<&str>,
+        log_statements: bool,
+    ) -> anyhow::Result<Target> {
         let id = Uuid::now_v7().simple().to_string();
         let dir = std::env::temp_dir().join(format!("mfa-reset-bench-{id}"));
         std::fs::create_dir_all(&dir)
@@ -64,6 +71,15 @@ impl Target {
                     .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
                     .await
                     .context("creating the bench database")?;
+                if log_statements {
+                    admin
+                        .execute_unprepared(&format!(
+                            "ALTER DATABASE \"{name}\" SET log_min_duration_statement = 0; \
+                             ALTER DATABASE \"{name}\" SET log_parameter_max_length = 0"
+                        ))
+                        .await
+                        .context("turning statement logging on")?;
+                }
                 admin.close().await.ok();
                 Ok(Target {
                     url: with_database(admin_url, &name),

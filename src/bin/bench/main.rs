@@ -107,6 +107,11 @@ struct Args {
     /// Leave the database (and the temp directory) behind for inspection, and say where.
     #[arg(long)]
     keep_database: bool,
+    /// PostgreSQL: log every statement on the bench database with its duration to the
+    /// server's log, and print the wall-clock window of each gRPC reset call, to break a
+    /// call's time down by statement.
+    #[arg(long)]
+    pg_log_statements: bool,
 }
 
 /// The sizes of a run.
@@ -183,7 +188,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.print_sql {
         print_sql();
     }
-    let target = Target::create(args.backend, args.postgres_url.as_deref()).await?;
+    let target = Target::create(
+        args.backend,
+        args.postgres_url.as_deref(),
+        args.pg_log_statements,
+    )
+    .await?;
     let result = bench(&plan, &target, &args).await;
     if args.keep_database {
         eprintln!("kept {}", target.describe());
@@ -277,7 +287,7 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
         &endpoint,
         &secret_file,
         statements,
-        args.print_sql,
+        args,
     )
     .await;
     let _ = stop.send(());
@@ -318,7 +328,7 @@ async fn measure(
     endpoint: &str,
     secret_file: &std::path::Path,
     statements: Arc<std::sync::atomic::AtomicU64>,
-    print_sql: bool,
+    args: &Args,
 ) -> anyhow::Result<Measured> {
     let secret = ServerSecret::load_or_create(secret_file)?;
     let token = mint_dev_token(
@@ -342,7 +352,8 @@ async fn measure(
             token: &token,
             statements,
             rounds: plan.rounds,
-            print_sql,
+            print_sql: args.print_sql,
+            print_windows: args.pg_log_statements,
         },
         &plan.cases,
     )

@@ -135,6 +135,8 @@ pub struct Setup<'a> {
     pub statements: Arc<AtomicU64>,
     pub rounds: usize,
     pub print_sql: bool,
+    /// Print the wall-clock window of each gRPC call (`--pg-log-statements`).
+    pub print_windows: bool,
 }
 
 /// Runs every case; users are never reused within a run.
@@ -299,6 +301,21 @@ async fn pick_users(
     Ok(picked)
 }
 
+/// `window <rpc> <case> <round> <start> <end>` in UTC, for matching the server's log.
+fn window(ctx: &Setup<'_>, rpc: &str, case: &Case, round: usize, started: Instant) {
+    if ctx.print_windows {
+        let end = Utc::now();
+        let start = chrono::Duration::from_std(started.elapsed()).map_or(end, |took| end - took);
+        eprintln!(
+            "window {rpc} {} {} {} {}",
+            case.label(),
+            round + 1,
+            start.format("%Y-%m-%d %H:%M:%S%.3f"),
+            end.format("%Y-%m-%d %H:%M:%S%.3f")
+        );
+    }
+}
+
 fn elapsed_ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1e3
 }
@@ -417,6 +434,7 @@ async fn run_round(
         .map_err(|status| anyhow!("SummarizeMfaReset failed: {status:?}"))?
         .into_inner();
     figures.summarize_ms = elapsed_ms(started);
+    window(ctx, "SummarizeMfaReset", case, round, started);
     figures.summarize_statements = ctx.statements.load(Ordering::Relaxed) - before;
     figures.summarize_peak_rss_kib = peak_rss_kib().filter(|_| rss);
     let reset = summary
@@ -481,6 +499,7 @@ async fn run_round(
         .map_err(|status| anyhow!("ConfirmMfaReset failed: {status:?}"))?
         .into_inner();
     figures.confirm_ms = elapsed_ms(started);
+    window(ctx, "ConfirmMfaReset", case, round, started);
     figures.confirm_statements = ctx.statements.load(Ordering::Relaxed) - before;
     figures.confirm_peak_rss_kib = peak_rss_kib().filter(|_| rss);
     trace("after confirm");
