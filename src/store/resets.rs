@@ -486,6 +486,26 @@ pub async fn methods_of(
     query.into_model::<PlanMethod>().all(db).await
 }
 
+/// Methods `ids`, within `customer_ids`: what a confirm deletes or deactivates.
+fn methods_by_id(
+    db: &impl ConnectionTrait,
+    customer_ids: &[CustomerId],
+    ids: &[MethodId],
+) -> Condition {
+    Condition::all()
+        .add(super::within_customers(
+            db,
+            methods::Entity,
+            methods::Column::CustomerId,
+            customer_ids,
+        ))
+        .add(bulk::among(
+            db,
+            Expr::col((methods::Entity, methods::Column::Id)),
+            ids.iter().map(|&id| id.into()),
+        ))
+}
+
 /// Deletes methods by id (within `customer_ids`); returns the rows deleted.
 pub async fn delete_methods(
     db: &impl ConnectionTrait,
@@ -496,17 +516,7 @@ pub async fn delete_methods(
         return Ok(0);
     }
     Ok(methods::Entity::delete_many()
-        .filter(super::within_customers(
-            db,
-            methods::Entity,
-            methods::Column::CustomerId,
-            customer_ids,
-        ))
-        .filter(bulk::among(
-            db,
-            Expr::col((methods::Entity, methods::Column::Id)),
-            ids.iter().map(|&id| id.into()),
-        ))
+        .filter(methods_by_id(db, customer_ids, ids))
         .exec(db)
         .await?
         .rows_affected)
@@ -528,17 +538,7 @@ pub async fn deactivate_methods(
             Expr::value(MethodState::Deactivated.as_str()),
         )
         .col_expr(methods::Column::UpdatedAt, Expr::value(now))
-        .filter(super::within_customers(
-            db,
-            methods::Entity,
-            methods::Column::CustomerId,
-            customer_ids,
-        ))
-        .filter(bulk::among(
-            db,
-            Expr::col((methods::Entity, methods::Column::Id)),
-            ids.iter().map(|&id| id.into()),
-        ))
+        .filter(methods_by_id(db, customer_ids, ids))
         .filter(methods::Column::State.eq(MethodState::Active.as_str()))
         .exec(db)
         .await?

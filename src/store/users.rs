@@ -57,11 +57,11 @@ fn mfa_state_condition(state: MfaStateFilter) -> Condition {
     }
 }
 
-/// `EXISTS (an active method of this user [of these kinds])`, correlated on the
-/// user's `(customer_id, id)` so that it uses the methods' tenant index.
-fn active_method_exists(kinds: &[MethodKind]) -> Expr {
-    let mut sub = Query::select();
-    sub.expr(Expr::val(1))
+/// `FROM authentication_methods WHERE <active, of this user>`, correlated on the user's
+/// `(customer_id, id)` so that it uses the methods' tenant index; the caller says what it
+/// selects.
+fn active_methods_of_user() -> sea_orm::sea_query::SelectStatement {
+    Query::select()
         .from(methods::Entity)
         .and_where(
             Expr::col((methods::Entity, methods::Column::CustomerId))
@@ -72,7 +72,14 @@ fn active_method_exists(kinds: &[MethodKind]) -> Expr {
         )
         .and_where(
             Expr::col((methods::Entity, methods::Column::State)).eq(MethodState::Active.as_str()),
-        );
+        )
+        .to_owned()
+}
+
+/// `EXISTS (an active method of this user [of these kinds])`.
+fn active_method_exists(kinds: &[MethodKind]) -> Expr {
+    let mut sub = active_methods_of_user();
+    sub.expr(Expr::val(1));
     if !kinds.is_empty() {
         sub.and_where(
             Expr::col((methods::Entity, methods::Column::Kind))
@@ -249,20 +256,8 @@ pub struct Counted {
 
 /// `(SELECT COUNT(*) ... active methods of this user)`, correlated with the `users` row.
 fn active_method_count() -> Expr {
-    let sub = Query::select()
-        .expr(Expr::col((methods::Entity, methods::Column::Id)).count())
-        .from(methods::Entity)
-        .and_where(
-            Expr::col((methods::Entity, methods::Column::CustomerId))
-                .equals((Entity, Column::CustomerId)),
-        )
-        .and_where(
-            Expr::col((methods::Entity, methods::Column::UserId)).equals((Entity, Column::Id)),
-        )
-        .and_where(
-            Expr::col((methods::Entity, methods::Column::State)).eq(MethodState::Active.as_str()),
-        )
-        .to_owned();
+    let mut sub = active_methods_of_user();
+    sub.expr(Expr::col((methods::Entity, methods::Column::Id)).count());
     Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(sub)))
 }
 
