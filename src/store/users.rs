@@ -306,8 +306,9 @@ impl ReadGuard<'_> {
             )
             .and_where(holds_role(false).or(holds_role(true)))
             .to_owned();
+        let distinct: std::collections::HashSet<_> = customer_ids.iter().collect();
         Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(allowed)))
-            .eq(customer_ids.len() as i64)
+            .eq(distinct.len() as i64)
     }
 }
 
