@@ -337,6 +337,24 @@ where
     }
 }
 
+/// `url` (a PostgreSQL server URL) with its database, the path, replaced by `database` and
+/// its query kept: how tests and the bench reach the database they create for themselves.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let start = base.find("://").map_or(0, |i| i + 3);
+    let server = base
+        .get(start..)
+        .and_then(|rest| rest.find('/'))
+        .and_then(|slash| base.get(..start + slash))
+        .unwrap_or(base);
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
 /// The backend a URL names, judged by its scheme alone.
 fn backend_of(database_url: &str) -> Result<DbBackend, DbErr> {
     let scheme = database_url

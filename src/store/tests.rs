@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::entities::{authentication_methods, customers, role_assignments, users};
 use super::migration::Migrator;
-use super::{connect, migrate};
+use super::{connect, migrate, with_database};
 
 const POSTGRES_URL_VAR: &str = "MFA_RESET_TEST_POSTGRES_URL";
 
@@ -195,23 +195,6 @@ where
     admin.close().await.unwrap();
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
-    }
-}
-
-/// `url` with its database (the path) replaced by `database`, query string kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
     }
 }
 

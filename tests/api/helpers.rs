@@ -143,7 +143,7 @@ impl TestDatabase {
                     .expect("create test database");
                 admin.close().await.ok();
                 Some(TestDatabase {
-                    url: with_database(&admin_url, &name),
+                    url: store::with_database(&admin_url, &name),
                     postgres: Some((admin_url, name)),
                     dir,
                 })
@@ -162,21 +162,6 @@ impl TestDatabase {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `url` with its database path replaced by `database`, query kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let server = base[start..]
-        .find('/')
-        .map_or(base, |slash| &base[..start + slash]);
-    match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
     }
 }
 

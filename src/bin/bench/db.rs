@@ -82,7 +82,7 @@ impl Target {
                 }
                 admin.close().await.ok();
                 Ok(Target {
-                    url: with_database(admin_url, &name),
+                    url: store::with_database(admin_url, &name),
                     dir,
                     postgres: Some((admin_url.to_string(), name)),
                 })
@@ -121,23 +121,6 @@ impl Target {
     }
 }
 
-/// `url` with its database path replaced by `database`, its query kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let server = base
-        .get(start..)
-        .and_then(|rest| rest.find('/'))
-        .and_then(|slash| base.get(..start + slash))
-        .unwrap_or(base);
-    match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
-    }
-}
-
 /// The sqlx pool under a sea-orm connection: the raw transactions use it directly.
 #[derive(Clone)]
 pub enum Pool {
@@ -171,21 +154,4 @@ pub fn hex_json(ids: &[Uuid]) -> String {
     }
     out.push(']');
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replaces_the_database() {
-        assert_eq!(
-            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://u@h/test?sslmode=disable", "x"),
-            "postgres://u@h/x?sslmode=disable"
-        );
-    }
 }

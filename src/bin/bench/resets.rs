@@ -645,6 +645,22 @@ struct Loaded {
     items: Vec<ItemRow>,
 }
 
+/// The raw confirm's five writes (delete, deactivate, users, audit events, reset state)
+/// touched exactly the rows `w` plans.
+fn ensure_planned_writes(affected: [u64; 5], w: &Writes) -> anyhow::Result<()> {
+    let [deleted, deactivated, users_updated, events, state] = affected;
+    ensure!(
+        deleted == w.delete.len() as u64
+            && deactivated == w.deactivate.len() as u64
+            && users_updated == w.users.len() as u64
+            && events == w.users.len() as u64
+            && state == 1,
+        "the raw confirm's writes touched other rows than planned \
+         ({deleted} {deactivated} {users_updated} {events} {state})"
+    );
+    Ok(())
+}
+
 /// The writes of a confirm, as arrays.
 #[derive(Default)]
 struct Writes {
@@ -972,15 +988,8 @@ async fn raw_confirm_pg(
             .rows_affected();
     }
     tx.rollback().await?;
-    let [deleted, deactivated, users_updated, events, state] = affected;
-    ensure!(
-        deleted == w.delete.len() as u64
-            && deactivated == w.deactivate.len() as u64
-            && users_updated == w.users.len() as u64
-            && events == w.users.len() as u64
-            && state == 1,
-        "the raw confirm's writes touched other rows than planned"
-    );
+    ensure_planned_writes(affected, &w)?;
+    let [deleted, deactivated, ..] = affected;
     Ok(ConfirmOutcome {
         // PG_TUNE and the 11 statements.
         statements: 12,
@@ -1202,16 +1211,8 @@ async fn raw_confirm_sqlite(
             .rows_affected();
     }
     tx.rollback().await?;
-    let [deleted, deactivated, users_updated, events, state] = affected;
-    ensure!(
-        deleted == w.delete.len() as u64
-            && deactivated == w.deactivate.len() as u64
-            && users_updated == w.users.len() as u64
-            && events == w.users.len() as u64
-            && state == 1,
-        "the raw confirm's writes touched other rows than planned \
-         ({deleted} {deactivated} {users_updated} {events} {state})"
-    );
+    ensure_planned_writes(affected, &w)?;
+    let [deleted, deactivated, ..] = affected;
     Ok(ConfirmOutcome {
         statements: 11,
         users_reset: w.users.len() as u64,
