@@ -78,6 +78,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("purged {purged} finished MFA reset(s) made before {cutoff}");
             Ok(())
         }
+        Command::PurgeAudit(args) => {
+            let db = open(&cli.common).await?;
+            let cutoff =
+                crate::domain::now() - chrono::Duration::days(i64::from(args.older_than_days));
+            let purged = crate::domain::audit::watch::purge(&db, cutoff).await?;
+            println!("purged {purged} audit event(s) that happened before {cutoff}");
+            Ok(())
+        }
         Command::Roles(args) => {
             let db = open(&cli.common).await?;
             let assignments = store::roles::list(&db, args.subject.as_deref()).await?;

@@ -109,6 +109,18 @@ pub enum Command {
     /// Delete stored MFA resets (summaries and their items) that can no longer change:
     /// confirmed, cancelled or expired, and older than the retention period.
     PurgeResets(PurgeArgs),
+    /// Delete audit events older than the retention period, except those of MFA resets still
+    /// awaiting approval. A change-stream cursor older than what was deleted is then refused
+    /// (CURSOR_EXPIRED).
+    PurgeAudit(PurgeAuditArgs),
+}
+
+/// Flags of `purge-audit`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeAuditArgs {
+    /// Keep events that happened within this many days.
+    #[arg(long, default_value_t = 400)]
+    pub older_than_days: u32,
 }
 
 /// Flags of `purge-resets`.
@@ -186,6 +198,33 @@ pub struct ServeArgs {
     /// Largest PostgreSQL connection pool per replica (SQLite uses a small fixed pool).
     #[arg(long, env = "MFA_RESET_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
+    /// Change streams (`WatchAuditEvents`): heartbeat interval when the request sets none, in
+    /// seconds (a request may ask for 1 to 600).
+    #[arg(long, env = "MFA_RESET_WATCH_HEARTBEAT_SECS", default_value_t = 15)]
+    pub watch_heartbeat_secs: u64,
+    /// Change streams: how often this replica reads the audit clock while streams are open, in
+    /// milliseconds (PostgreSQL also wakes them at once with LISTEN/NOTIFY; this is the
+    /// fallback, and SQLite's way).
+    #[arg(long, env = "MFA_RESET_WATCH_POLL_MS", default_value_t = 250)]
+    pub watch_poll_ms: u64,
+    /// Change streams: messages buffered per stream for a consumer that reads slower than
+    /// events arrive.
+    #[arg(long, env = "MFA_RESET_WATCH_BUFFER", default_value_t = 256)]
+    pub watch_buffer: usize,
+    /// Change streams: how long a full buffer may wait for its consumer before the stream is
+    /// ended with RESOURCE_EXHAUSTED (CONSUMER_TOO_SLOW), in seconds.
+    #[arg(long, env = "MFA_RESET_WATCH_STALL_SECS", default_value_t = 30)]
+    pub watch_stall_secs: u64,
+    /// Change streams open at once per principal on this replica.
+    #[arg(
+        long,
+        env = "MFA_RESET_WATCH_MAX_STREAMS_PER_PRINCIPAL",
+        default_value_t = 16
+    )]
+    pub watch_max_streams_per_principal: usize,
+    /// Change streams open at once on this replica.
+    #[arg(long, env = "MFA_RESET_WATCH_MAX_STREAMS", default_value_t = 1024)]
+    pub watch_max_streams: usize,
 }
 
 /// Flags of `token`.
@@ -270,6 +309,45 @@ pub struct Settings {
     pub reset_ttl: Duration,
     /// How often expired request ids are purged.
     pub request_id_purge_interval: Duration,
+    /// Change streams.
+    pub watch: WatchSettings,
+}
+
+/// How change streams (`WatchAuditEvents`) run.
+#[derive(Clone, Debug)]
+pub struct WatchSettings {
+    /// Heartbeat interval when the request asks for none.
+    pub heartbeat: Duration,
+    /// How often the audit clock is read while streams are open.
+    pub poll: Duration,
+    /// Messages buffered per stream.
+    pub buffer: usize,
+    /// How long a full buffer waits for its consumer.
+    pub stall: Duration,
+    /// Streams per principal.
+    pub max_streams_per_principal: usize,
+    /// Streams per replica.
+    pub max_streams: usize,
+}
+
+impl WatchSettings {
+    /// The shortest heartbeat interval a request may ask for.
+    pub const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+    /// The longest.
+    pub const MAX_HEARTBEAT: Duration = Duration::from_secs(600);
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            heartbeat: Duration::from_secs(15),
+            poll: Duration::from_millis(250),
+            buffer: 256,
+            stall: Duration::from_secs(30),
+            max_streams_per_principal: 16,
+            max_streams: 1024,
+        }
+    }
 }
 
 impl Settings {
@@ -295,6 +373,15 @@ impl Settings {
             shutdown_grace: Duration::from_secs(serve.shutdown_grace_secs),
             reset_ttl: Duration::from_secs(serve.reset_ttl_secs),
             request_id_purge_interval: Duration::from_secs(serve.request_id_purge_secs.max(1)),
+            watch: WatchSettings {
+                heartbeat: Duration::from_secs(serve.watch_heartbeat_secs)
+                    .clamp(WatchSettings::MIN_HEARTBEAT, WatchSettings::MAX_HEARTBEAT),
+                poll: Duration::from_millis(serve.watch_poll_ms.max(10)),
+                buffer: serve.watch_buffer.max(1),
+                stall: Duration::from_secs(serve.watch_stall_secs.max(1)),
+                max_streams_per_principal: serve.watch_max_streams_per_principal,
+                max_streams: serve.watch_max_streams,
+            },
         }
     }
 }

@@ -25,7 +25,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::{
         AppState, audit_log::AuditLogService, authentication_methods::AuthenticationMethodsService,
-        customers::CustomersService, paging::PageTokens, users::UsersService,
+        customers::CustomersService, paging::PageTokens, users::UsersService, watch::Watchers,
     },
     auth::{ServerSecret, TokenVerifier},
     config::Settings,
@@ -52,6 +52,7 @@ pub const SERVICE_NAMES: [&str; 4] = [
 /// A built, bound, not yet serving application.
 pub struct Application {
     listener: TcpListener,
+    shutting_down: tokio::sync::watch::Sender<bool>,
     statements: Arc<AtomicU64>,
     settings: Settings,
     state: Arc<AppState>,
@@ -84,16 +85,25 @@ impl Application {
             TokenVerifier::new(&settings.auth, Some(&secret))
                 .context("setting up token verification")?,
         );
+        let (shutting_down, shutdown_seen) = tokio::sync::watch::channel(false);
+        let watchers = Arc::new(Watchers::new(
+            db.clone(),
+            settings.watch.clone(),
+            &secret.derive("audit-cursor"),
+            shutdown_seen,
+        ));
         let state = Arc::new(AppState {
             db,
             page_tokens: PageTokens::new(&secret.derive("page-token")),
             reset_ttl: settings.reset_ttl,
+            watchers,
         });
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         Ok(Application {
             listener,
+            shutting_down,
             statements,
             settings,
             state,
@@ -172,10 +182,14 @@ impl Application {
         let signal = {
             let health = health.clone();
             let started = started.clone();
+            let shutting_down = self.shutting_down.clone();
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
                 set_health(&health, ServingStatus::NotServing).await;
+                // Change streams end now (UNAVAILABLE, SHUTTING_DOWN): their clients
+                // reconnect elsewhere with their cursors instead of holding the grace period.
+                shutting_down.send_replace(true);
                 started.notify_one();
             }
         };

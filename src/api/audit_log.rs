@@ -11,11 +11,15 @@ use super::{
     paging::Binding,
     record_customers,
     validate::Violations,
+    watch::cursor_expired,
 };
 use crate::{
     domain::{
         DomainError,
-        audit::{self, AuditQuery},
+        audit::{
+            self, AuditQuery,
+            watch::{self, Clock, Position, Scope, WatchQuery},
+        },
         ids::UserId,
         model::{Action, AuditAction},
         paging::PageRequest,
@@ -113,10 +117,85 @@ impl AuditLog for AuditLogService {
         &self,
         request: Request<pb::WatchAuditEventsRequest>,
     ) -> Result<Response<Self::WatchAuditEventsStream>, Status> {
-        caller(&request)?;
-        Err(DomainError::Unimplemented {
-            rpc: "mfareset.v1.AuditLog/WatchAuditEvents",
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let watchers = &self.state.watchers;
+        let mut v = Violations::new();
+        let scope = if req.all_customers {
+            if !req.customer_ids.is_empty() {
+                v.add("customer_ids", "must be empty when all_customers is set");
+            }
+            Some(Scope::All)
+        } else {
+            v.selection("customer_ids", &req.customer_ids)
+                .map(Scope::Customers)
+        };
+        let user_id = v.optional_id("user_id", &req.user_id, UserId::parse);
+        let actions = v.enum_list::<pb::AuditAction, AuditAction>("actions", &req.actions);
+        let cursor = if req.after_cursor.is_empty() {
+            Some(None)
+        } else {
+            if req.start_at_oldest {
+                v.add("start_at_oldest", "cannot be set with after_cursor");
+            }
+            let position = watchers.open_cursor(&req.after_cursor);
+            if position.is_none() {
+                v.add(
+                    "after_cursor",
+                    "is not a cursor of this service's change stream",
+                );
+            }
+            position.map(Some)
+        };
+        let heartbeat = match &req.heartbeat_interval {
+            None => Some(None),
+            Some(d) => match std::time::Duration::try_from(*d) {
+                Ok(d) => Some(Some(d)),
+                Err(_) => {
+                    v.add(
+                        "heartbeat_interval",
+                        "must be a valid, non-negative duration",
+                    );
+                    None
+                }
+            },
+        };
+        let (scope, user_id, actions, cursor, heartbeat) =
+            v.finish((scope, user_id, actions, cursor, heartbeat))?;
+        if let Scope::Customers(ids) = &scope {
+            record_customers(ids);
         }
-        .into())
+        let db = &self.state.db;
+        watch::authorize(db, &caller.subject, &scope).await?;
+        let slot = watchers.claim(&caller.subject)?;
+        let clock = Clock::read(db).await?;
+        let (start, accepted) = match cursor {
+            None => clock.start(req.start_at_oldest),
+            Some(position) if clock.expired(position, Position::OLDEST) => {
+                return Err(cursor_expired());
+            }
+            Some(position) if position.seq > clock.latest => {
+                return Err(DomainError::invalid(
+                    "after_cursor",
+                    "is ahead of this audit log (a cursor of another database?)",
+                )
+                .into());
+            }
+            Some(position) => (position, Position::OLDEST),
+        };
+        let query = WatchQuery {
+            scope,
+            user_id,
+            actions,
+        };
+        let outlet = watchers.start(
+            db.clone(),
+            caller.subject,
+            query,
+            (start, accepted),
+            watchers.heartbeat(heartbeat),
+            slot,
+        );
+        Ok(Response::new(Box::pin(outlet)))
     }
 }

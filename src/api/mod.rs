@@ -13,6 +13,7 @@ pub mod resets;
 pub mod status;
 pub mod users;
 pub mod validate;
+pub mod watch;
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,8 +23,9 @@ use tonic::{Request, Status};
 use crate::{auth, domain::Caller};
 use paging::PageTokens;
 
-/// What every service shares: the database and the page-token key. Nothing else:
-/// the service keeps no state between requests that the database does not hold.
+/// What every service shares: the database, the page-token key and the change streams open
+/// on this replica. Nothing else: the service keeps no state between requests that the
+/// database does not hold (a stream's position is the client's cursor).
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The database pool.
@@ -32,6 +34,8 @@ pub struct AppState {
     pub page_tokens: PageTokens,
     /// How long a summarized reset can be confirmed.
     pub reset_ttl: Duration,
+    /// The change streams of this replica.
+    pub watchers: Arc<watch::Watchers>,
 }
 
 /// Shared handle to [`AppState`].

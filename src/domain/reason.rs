@@ -77,6 +77,8 @@ named_enum!(
         CursorExpired => "CURSOR_EXPIRED",
         /// A request message over the size limit.
         MessageTooLarge => "MESSAGE_TOO_LARGE",
+        /// Too many change streams open for the principal or the replica.
+        TooManyStreams => "TOO_MANY_STREAMS",
         /// The database cannot be reached.
         DatabaseUnavailable => "DATABASE_UNAVAILABLE",
         /// A declared RPC this release does not serve yet.
@@ -85,5 +87,7 @@ named_enum!(
         Internal => "INTERNAL",
         /// The call ran out of time.
         DeadlineExceeded => "DEADLINE_EXCEEDED",
+        /// The replica is shutting down (a change stream it ended).
+        ShuttingDown => "SHUTTING_DOWN",
     }
 );

@@ -124,34 +124,59 @@ pub(crate) async fn insert_rows(
     into: &Columns,
     rows: Vec<Json>,
 ) -> Result<(), DbErr> {
+    insert_rows_with(db, into, rows, &Extra::default()).await
+}
+
+/// What [`insert_rows_with`] adds to a plain insert: a `WITH` clause before it, a table
+/// joined to the rows, and columns computed from that table rather than read from a cell.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Extra<'a> {
+    /// `WITH ...` before the `INSERT`, or empty.
+    pub with: &'a str,
+    /// ` CROSS JOIN ...` after the rows' source, or empty.
+    pub join: &'a str,
+    /// Each added column and the expression that fills it.
+    pub columns: &'a [(&'a str, &'a str)],
+}
+
+/// [`insert_rows`] with an [`Extra`]; nothing when there are no rows.
+pub(crate) async fn insert_rows_with(
+    db: &impl ConnectionTrait,
+    into: &Columns,
+    rows: Vec<Json>,
+    extra: &Extra<'_>,
+) -> Result<(), DbErr> {
     if rows.is_empty() {
         return Ok(());
     }
     let backend = db.get_database_backend();
-    let names: Vec<String> = into
-        .columns
-        .iter()
-        .map(|(c, _)| format!("\"{c}\""))
+    let names: Vec<String> = (into.columns.iter().map(|(c, _)| *c))
+        .chain(extra.columns.iter().map(|(c, _)| *c))
+        .map(|c| format!("\"{c}\""))
         .collect();
-    let cells: Vec<String> = into
-        .columns
-        .iter()
-        .enumerate()
+    let cells: Vec<String> = (into.columns.iter().enumerate())
         .map(|(i, (_, kind))| cell_sql(backend, i, *kind))
+        .chain(extra.columns.iter().map(|(_, expr)| (*expr).to_string()))
         .collect();
     let source = match backend {
         DbBackend::Postgres => "jsonb_array_elements($1::jsonb) AS e",
         _ => "json_each(?) AS e",
     };
     let sql = format!(
-        "INSERT INTO \"{}\" ({}) SELECT {} FROM {source}",
+        "{} INSERT INTO \"{}\" ({}) SELECT {} FROM {source}{}",
+        extra.with,
         into.table,
         names.join(", "),
-        cells.join(", ")
+        cells.join(", "),
+        extra.join,
     );
     let rows = Json::Array(rows).to_string();
-    db.execute_raw(Statement::from_sql_and_values(backend, sql, [rows.into()]))
-        .await?;
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql.trim_start(),
+        [rows.into()],
+    ))
+    .await?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod audit;
 mod bulk;
 pub mod customers;
 pub mod entities;
+pub mod feed;
 pub mod idempotency;
 pub mod ids;
 pub mod methods;

@@ -6,7 +6,7 @@ use std::{future::Future, panic::AssertUnwindSafe, path::PathBuf, time::Duration
 use futures::FutureExt;
 use mfa_reset::{
     auth::{AuthSettings, ServerSecret, mint_dev_token},
-    config::Settings,
+    config::{Settings, WatchSettings},
     domain::{ids::CustomerId, model::Role},
     proto::v1::{
         self as pb, audit_log_client::AuditLogClient,
@@ -195,6 +195,7 @@ impl TestSettings for Settings {
             shutdown_grace: Duration::from_secs(10),
             reset_ttl: Duration::from_secs(900),
             request_id_purge_interval: Duration::from_secs(3600),
+            watch: WatchSettings::default(),
         }
     }
 }

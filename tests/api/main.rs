@@ -28,3 +28,4 @@ mod resets;
 mod server_features;
 mod transport_errors;
 mod users;
+mod watch;

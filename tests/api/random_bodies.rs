@@ -9,7 +9,7 @@
 //! truncated or with a byte flipped. `MFA_RESET_RANDOM_BODIES_SEED` and
 //! `MFA_RESET_RANDOM_BODIES_PER_RPC` change the seed (printed by a failure) and the count.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, time::Duration};
 
 use bytes::{Buf, BufMut};
 use futures::{StreamExt, stream};
@@ -200,11 +200,16 @@ async fn call(app: &TestApp, rpc: &Rpc, body: Vec<u8>, token: &str) -> Status {
     request.metadata_mut().insert("authorization", bearer);
     let path = rpc.path.parse().expect("path");
     if rpc.server_streaming {
+        // A stream that opened is judged by its first message, or as OK when none comes
+        // within a second (a valid watch waits for events, its heartbeat up to ten minutes).
         match grpc.server_streaming(request, path, RawCodec).await {
-            Ok(response) => match response.into_inner().next().await {
-                Some(Err(status)) => status,
-                _ => Status::ok(""),
-            },
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                match tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+                    Ok(Some(Err(status))) => status,
+                    _ => Status::ok(""),
+                }
+            }
             Err(status) => status,
         }
     } else {

@@ -488,18 +488,6 @@ async fn rpcs_declared_for_later_releases_answer_unimplemented(app: &TestApp) {
             .map(drop),
     );
     unimplemented(
-        app.audit()
-            .watch_audit_events(authed(
-                pb::WatchAuditEventsRequest {
-                    customer_ids: vec![w.enforced.id.clone()],
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .map(drop),
-    );
-    unimplemented(
         app.users()
             .summarize_mfa_reset(authed(
                 pb::UsersSummarizeMfaResetRequest {

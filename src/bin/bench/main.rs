@@ -31,7 +31,10 @@
 //! 3. (b) GetUser, ListUsers (50) and health through the server's layers, and two bare tonic
 //!    servers (health with no work; one pooled PK lookup), at 1 / 16 / 64 in flight for
 //!    `--duration-secs` each (see `throughput`).
-//! 4. Prints a table, writes every figure to `--json`, and marks each of the targets
+//! 4. (c) The change stream (see `watch`): delivery latency of the largest case's reset to a
+//!    watcher, the audit clock's cost to 1 / 16 / 64 concurrent writers, and the RSS with
+//!    `--stalled-streams` streams that read nothing while events are committed.
+//! 5. Prints a table, writes every figure to `--json`, and marks each of the targets
 //!    `met` or `NOT met` (or `not measured`); a missed target is not an error exit.
 //!
 //! `BENCH_RSS_TRACE=1` prints the process's RSS (after `malloc_trim`) at each step of a round.
@@ -44,6 +47,7 @@ mod resets;
 mod seed;
 mod sql;
 mod throughput;
+mod watch;
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -107,6 +111,9 @@ struct Args {
     /// Leave the database (and the temp directory) behind for inspection, and say where.
     #[arg(long)]
     keep_database: bool,
+    /// Change streams that read nothing while part (c) commits events.
+    #[arg(long, default_value_t = 20)]
+    stalled_streams: usize,
     /// PostgreSQL: log every statement on the bench database with its duration to the
     /// server's log, and print the wall-clock window of each gRPC reset call, to break a
     /// call's time down by statement.
@@ -241,6 +248,7 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
         shutdown_grace: Duration::from_secs(5),
         reset_ttl: Duration::from_secs(3600),
         request_id_purge_interval: Duration::from_secs(3600),
+        watch: mfa_reset::config::WatchSettings::default(),
     };
     // Builds (and migrates) first: the schema is the service's own.
     let app = Application::build(settings)
@@ -297,7 +305,7 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
         Err(err) => eprintln!("warning: the server task failed: {err}"),
     }
     bench_db.close().await.ok();
-    let (cases, cells, list_size) = outcome?;
+    let (cases, cells, list_size, watch) = outcome?;
 
     let ratios = report::ratios(&cases, &cells);
     let targets = report::targets(&cases, &ratios);
@@ -315,11 +323,17 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
         throughput: cells,
         ratios,
         targets,
+        watch,
         notes: report::NOTES.to_vec(),
     })
 }
 
-type Measured = (Vec<resets::CaseResult>, Vec<throughput::Cell>, u64);
+type Measured = (
+    Vec<resets::CaseResult>,
+    Vec<throughput::Cell>,
+    u64,
+    watch::WatchReport,
+);
 
 async fn measure(
     plan: &Plan,
@@ -348,7 +362,7 @@ async fn measure(
     let cases = resets::run(
         &resets::Setup {
             pool,
-            channel,
+            channel: channel.clone(),
             token: &token,
             statements,
             rounds: plan.rounds,
@@ -372,7 +386,37 @@ async fn measure(
         duration: plan.cell,
     };
     let cells = throughput::run(&setup).await?;
-    Ok((cases, cells, list_size))
+
+    eprintln!("(c) change stream");
+    let largest = plan
+        .cases
+        .iter()
+        .max_by_key(|c| c.users)
+        .cloned()
+        .context("no case")?;
+    let db = store::connect_with_pool(url, Some(4)).await?;
+    let watched = watch::run(&watch::Setup {
+        pool,
+        db: &db,
+        channel,
+        token: &token,
+        case: largest,
+        cell: plan.cell,
+        stalled_streams: if args.smoke { 2 } else { args.stalled_streams },
+        stalled_batches: if args.smoke {
+            [2_000, 4_000]
+        } else {
+            [50_000, 50_000]
+        },
+        settle: if args.smoke {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(2)
+        },
+    })
+    .await?;
+    db.close().await.ok();
+    Ok((cases, cells, list_size, watched))
 }
 
 async fn database_version(pool: &Pool) -> anyhow::Result<String> {

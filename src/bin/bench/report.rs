@@ -90,6 +90,7 @@ pub struct Report {
     pub throughput: Vec<Cell>,
     pub ratios: Ratios,
     pub targets: Vec<TargetCheck>,
+    pub watch: crate::watch::WatchReport,
     pub notes: Vec<&'static str>,
 }
 
@@ -382,6 +383,53 @@ impl Report {
             opt(r.health_vs_bare_at_64, "x"),
             opt(r.health_p99_vs_bare_at_64, "x"),
             opt(r.list_users_p50_vs_get_user_p50_at_1, "x"),
+        );
+
+        let w = &self.watch;
+        println!("\n(c) Change stream (issue 10)");
+        println!(
+            "  delivery of a {} reset's {} MFA_RESET events to a watcher: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms after the confirm's answer ({:.0} ms; {} arrived before it)",
+            w.latency.case,
+            w.latency.events,
+            w.latency.p50_ms,
+            w.latency.p99_ms,
+            w.latency.max_ms,
+            w.latency.confirm_ms,
+            w.latency.before_answer
+        );
+        println!(
+            "  {:<8} {:>9} {:>11} {:>9} {:>9}",
+            "writers", "clock", "commits/s", "p50 ms", "p99 ms"
+        );
+        for c in &w.clock {
+            println!(
+                "  {:<8} {:>9} {:>11.0} {:>9.2} {:>9.2}",
+                c.writers,
+                if c.stamped { "stamped" } else { "none" },
+                c.commits_per_sec,
+                c.p50_ms,
+                c.p99_ms
+            );
+        }
+        for pair in w.clock.chunks(2) {
+            if let [none, stamped] = pair {
+                println!(
+                    "  {} writers: the clock costs {:.2}x the commits/s",
+                    none.writers,
+                    stamped.commits_per_sec / none.commits_per_sec.max(f64::MIN_POSITIVE)
+                );
+            }
+        }
+        println!(
+            "  {} stalled streams: RSS {} MiB before; after (events committed, MiB): {}",
+            w.stalled.streams,
+            mib(w.stalled.rss_before_kib),
+            w.stalled
+                .rss_after_kib
+                .iter()
+                .map(|(n, kib)| format!("({n}, {})", mib(*kib)))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
 
         println!("\nTargets (issue 9)");

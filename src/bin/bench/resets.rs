@@ -221,7 +221,7 @@ SELECT u.customer_id, count(*) FROM users u WHERE EXISTS (SELECT 1 FROM authenti
 WHERE m.user_id = u.id AND m.state = 'ACTIVE') GROUP BY u.customer_id";
 
 /// `count` random customers with at least `needed` users that have an active method.
-async fn pick_customers(pool: &Pool, count: usize, needed: usize) -> anyhow::Result<Vec<Uuid>> {
+pub async fn pick_customers(pool: &Pool, count: usize, needed: usize) -> anyhow::Result<Vec<Uuid>> {
     let candidates: Vec<(Uuid, i64)> = match pool {
         Pool::Postgres(p) => sqlx::query_as(PG_CANDIDATES).fetch_all(p).await?,
         Pool::Sqlite(p) => sqlx::query_as(SQLITE_CANDIDATES).fetch_all(p).await?,
@@ -257,7 +257,7 @@ FROM authentication_methods m WHERE m.user_id = u.id AND m.state = 'ACTIVE')) WH
 
 /// `total` users with an active method, spread evenly over `customers` (a reset removes
 /// every active method, so users of earlier rounds are never picked again).
-async fn pick_users(
+pub async fn pick_users(
     pool: &Pool,
     customers: &[Uuid],
     total: usize,
@@ -329,7 +329,7 @@ fn reset_peak_rss() -> bool {
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() {
+pub fn trim_heap() {
     unsafe extern "C" {
         /// glibc: releases free memory at the top of the heap and in every arena.
         fn malloc_trim(pad: usize) -> i32;
@@ -341,7 +341,7 @@ fn trim_heap() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
+pub fn trim_heap() {}
 
 /// The process's peak RSS (VmHWM) in KiB.
 fn peak_rss_kib() -> Option<u64> {
@@ -349,7 +349,7 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 /// The process's RSS (VmRSS) in KiB.
-fn rss_kib() -> Option<u64> {
+pub fn rss_kib() -> Option<u64> {
     status_kib("VmRSS:")
 }
 

@@ -5,6 +5,7 @@
 
 mod details;
 mod stored;
+pub mod watch;
 
 use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
@@ -157,6 +158,8 @@ impl AuditEvent {
             external_subject: self.user.as_ref().and_then(|u| u.external_subject.clone()),
             mfa_registration_required: self.user.as_ref().and_then(|u| u.mfa_registration_required),
             mfa_reset_at: self.user.as_ref().and_then(|u| u.mfa_reset_at),
+            // Stamped by the insert, from the audit clock.
+            commit_seq: 0,
         }
     }
 

@@ -42,6 +42,10 @@ pub struct Model {
     pub mfa_registration_required: Option<bool>,
     /// For an event about a user: their last MFA reset after the change.
     pub mfa_reset_at: Option<DateTimeUtc>,
+    /// The commit-order stamp of the transaction that wrote it (the `audit_clock` value it
+    /// took); 0 for events written before the change stream. Set by the insert, not by the
+    /// caller.
+    pub commit_seq: i64,
 }
 
 /// An event belongs to its customer.

@@ -78,7 +78,7 @@ impl MigrationTrait for Migration {
 }
 
 /// Runs `;`-separated statements one by one (both drivers take one statement per call).
-async fn run(db: &impl ConnectionTrait, statements: &str) -> Result<(), DbErr> {
+pub(super) async fn run(db: &impl ConnectionTrait, statements: &str) -> Result<(), DbErr> {
     for statement in statements
         .split(';')
         .map(str::trim)

@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
 mod m20261201_000002_contract_v1;
+mod m20261202_000003_change_stream;
 
 /// The service's migrations, oldest first. Run them with [`crate::store::migrate`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261201_000002_contract_v1::Migration),
+            Box::new(m20261202_000003_change_stream::Migration),
         ]
     }
 }
