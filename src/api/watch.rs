@@ -186,11 +186,7 @@ impl Watchers {
         let task = tokio::spawn(
             async move {
                 let _slot = slot;
-                let ended = producer.run().await;
-                if let Some(status) = ended {
-                    tracing::info!(code = ?status.code(), message = status.message(), "change stream ended");
-                    *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
-                }
+                producer.run(&last).await;
             }
             .instrument(tracing::Span::current()),
         );
@@ -243,7 +239,14 @@ impl Stream for Outlet {
             Poll::Ready(None) => {
                 self.finished = true;
                 let last = self.end.lock().unwrap_or_else(|p| p.into_inner()).take();
-                Poll::Ready(last.map(Err))
+                // A producer ends without a status only when its client left, or when it
+                // panicked: never end a stream as OK (a consumer would take it as complete).
+                Poll::Ready(Some(Err(last.unwrap_or_else(|| {
+                    crate::domain::DomainError::Internal(anyhow::anyhow!(
+                        "a change stream's producer ended without a status"
+                    ))
+                    .into()
+                }))))
             }
             other => other,
         }
@@ -283,12 +286,19 @@ struct Producer {
 }
 
 impl Producer {
-    /// Runs until the stream ends; returns its last status (`None`: the client left).
-    async fn run(mut self) -> Ended {
-        match self.forward().await {
+    /// Runs until the stream ends, and leaves its last status in `last` (none: the client
+    /// left) before the channel closes, so that the consumer reads it after the messages.
+    async fn run(mut self, last: &Mutex<Option<Status>>) {
+        let ended = match self.forward().await {
             Ok(never) => match never {},
             Err(ended) => ended,
+        };
+        if let Some(status) = ended {
+            tracing::info!(code = ?status.code(), message = status.message(), "change stream ended");
+            *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
         }
+        // `self.tx` is dropped here, after the status is in place.
+        drop(self);
     }
 
     async fn forward(&mut self) -> Result<std::convert::Infallible, Ended> {

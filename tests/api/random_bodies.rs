@@ -201,11 +201,11 @@ async fn call(app: &TestApp, rpc: &Rpc, body: Vec<u8>, token: &str) -> Status {
     let path = rpc.path.parse().expect("path");
     if rpc.server_streaming {
         // A stream that opened is judged by its first message, or as OK when none comes
-        // within a second (a valid watch waits for events, its heartbeat up to ten minutes).
+        // within 200 ms (a valid watch waits for events, its heartbeat at least a second).
         match grpc.server_streaming(request, path, RawCodec).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
-                match tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+                match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
                     Ok(Some(Err(status))) => status,
                     _ => Status::ok(""),
                 }

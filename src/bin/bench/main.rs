@@ -248,7 +248,11 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
         shutdown_grace: Duration::from_secs(5),
         reset_ttl: Duration::from_secs(3600),
         request_id_purge_interval: Duration::from_secs(3600),
-        watch: mfa_reset::config::WatchSettings::default(),
+        // Room for the stalled streams of part (c), all the bench principal's.
+        watch: mfa_reset::config::WatchSettings {
+            max_streams_per_principal: 256,
+            ..mfa_reset::config::WatchSettings::default()
+        },
     };
     // Builds (and migrates) first: the schema is the service's own.
     let app = Application::build(settings)
