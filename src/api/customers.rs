@@ -7,11 +7,11 @@ use super::{
 };
 use crate::{
     domain::{
-        DomainError,
-        customers::{self, NewCustomer, VisibleCustomer},
+        customers::{self, NewCustomer, Setting, VisibleCustomer},
         ids::CustomerId,
         model::{MethodKind, MfaPolicy},
         paging::PageRequest,
+        reset::MAX_USERS_PER_RESET,
         selection::Offer,
     },
     proto::v1::{self as pb, customers_server::Customers},
@@ -130,12 +130,12 @@ impl Customers for CustomersService {
         let reply = Reply::new(|customer: &VisibleCustomer| pb::SetMfaPolicyResponse {
             customer: Some(convert::customer(customer)),
         });
-        let answer = customers::set_mfa_policy(
+        let answer = customers::set(
             &self.state.db,
             &caller,
             reply.idempotency(key.as_ref()),
             id,
-            policy,
+            Setting::MfaPolicy(policy),
             &reason,
         )
         .await?;
@@ -146,11 +146,42 @@ impl Customers for CustomersService {
         &self,
         request: Request<pb::SetApprovalThresholdRequest>,
     ) -> Result<Response<pb::SetApprovalThresholdResponse>, Status> {
-        caller(&request)?;
-        Err(DomainError::Unimplemented {
-            rpc: "mfareset.v1.Customers/SetApprovalThreshold",
-        }
-        .into())
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let key = v.request_key("mfareset.v1.Customers/SetApprovalThreshold", &req, |r| {
+            std::mem::take(&mut r.request_id)
+        });
+        let id = v.id("customer_id", &req.customer_id, CustomerId::parse);
+        let max = MAX_USERS_PER_RESET;
+        let threshold = match u32::try_from(req.approval_threshold) {
+            Ok(t) if t as usize <= max => Some(t),
+            _ => {
+                v.add(
+                    "approval_threshold",
+                    format!("must be 0 (never) to {max}, the most users one reset may cover"),
+                );
+                None
+            }
+        };
+        let reason = v.text("reason", &req.reason, 0, 500);
+        let (key, id, threshold) = v.finish((key, id, threshold))?;
+        record_customers(&[id]);
+        let reply = Reply::new(
+            |customer: &VisibleCustomer| pb::SetApprovalThresholdResponse {
+                customer: Some(convert::customer(customer)),
+            },
+        );
+        let answer = customers::set(
+            &self.state.db,
+            &caller,
+            reply.idempotency(key.as_ref()),
+            id,
+            Setting::ApprovalThreshold(threshold),
+            &reason,
+        )
+        .await?;
+        Ok(Response::new(reply.respond(answer)?))
     }
 
     async fn create_customer(

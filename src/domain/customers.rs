@@ -116,36 +116,69 @@ pub async fn describe_selection(
     Ok((customers, selection.describe()))
 }
 
-/// Changes a customer's MFA policy, with its audit event in the same transaction.
-/// Setting the policy it already has changes nothing and records nothing.
-pub async fn set_mfa_policy(
+pub use crate::store::customers::Setting;
+
+/// The rules of a setting change.
+impl Setting {
+    fn action(self) -> Action {
+        match self {
+            Setting::MfaPolicy(_) => Action::SetMfaPolicy,
+            Setting::ApprovalThreshold(_) => Action::SetApprovalThreshold,
+        }
+    }
+
+    /// The change to `customer`, as its audit details, or `None` when it already has this
+    /// value.
+    fn change_of(self, customer: &Customer) -> Option<AuditDetails> {
+        match self {
+            Setting::MfaPolicy(policy) => {
+                (customer.mfa_policy != policy).then_some(AuditDetails::MfaPolicySet {
+                    previous: customer.mfa_policy,
+                    policy,
+                })
+            }
+            Setting::ApprovalThreshold(threshold) => (customer.approval_threshold != threshold)
+                .then_some(AuditDetails::ApprovalThresholdSet {
+                    previous: customer.approval_threshold,
+                    threshold,
+                }),
+        }
+    }
+
+    fn apply_to(self, customer: &mut Customer) {
+        match self {
+            Setting::MfaPolicy(policy) => customer.mfa_policy = policy,
+            Setting::ApprovalThreshold(threshold) => customer.approval_threshold = threshold,
+        }
+    }
+}
+
+/// Changes a customer's MFA policy or approval threshold, with its audit event in the same
+/// transaction. Setting the value it already has changes nothing and records nothing. A new
+/// threshold changes no reset already summarized: each keeps the decision its summary stored.
+pub async fn set(
     db: &DatabaseConnection,
     caller: &Caller,
     idempotency: Idempotency<'_, VisibleCustomer>,
     id: CustomerId,
-    policy: MfaPolicy,
+    setting: Setting,
     reason: &str,
 ) -> DomainResult<Answer<VisibleCustomer>> {
     idempotency::write(db, caller, idempotency, async |txn| {
-        let selection =
-            Selection::resolve(txn, &caller.subject, &[id], Action::SetMfaPolicy).await?;
-        // Locked, then read again: concurrent changes take turns, and each audits the policy
+        let selection = Selection::resolve(txn, &caller.subject, &[id], setting.action()).await?;
+        // Locked, then read again: concurrent changes take turns, and each audits the value
         // it really replaced.
         store::customers::lock_for_change(txn, id).await?;
         let mut customer = match store::customers::find(txn, id).await? {
             Some(model) => from_model(model)?,
             None => return Err(DomainError::not_found(RESOURCE, id)),
         };
-        if customer.mfa_policy != policy {
+        if let Some(details) = setting.change_of(&customer) {
             let now = super::now();
-            store::customers::set_policy(txn, id, policy, now).await?;
-            let details = AuditDetails::MfaPolicySet {
-                previous: customer.mfa_policy,
-                policy,
-            };
+            store::customers::set(txn, id, setting, now).await?;
             let event = AuditEvent::new(caller, id, details, now).reason(reason);
             audit::record(txn, vec![event]).await?;
-            customer.mfa_policy = policy;
+            setting.apply_to(&mut customer);
             customer.updated_at = now;
         }
         Ok(VisibleCustomer {

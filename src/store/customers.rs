@@ -60,15 +60,32 @@ pub async fn find_by_name(db: &impl ConnectionTrait, name: &str) -> Result<Optio
     Entity::find().filter(Column::Name.eq(name)).one(db).await
 }
 
-/// Sets a customer's MFA policy.
-pub async fn set_policy(
+/// A customer setting that a PRIVILEGED_AUTHENTICATION_ADMIN changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// The MFA policy.
+    MfaPolicy(MfaPolicy),
+    /// The four-eyes approval threshold (users; 0: never).
+    ApprovalThreshold(u32),
+}
+
+/// Stores a changed setting of customer `id`.
+pub async fn set(
     db: &impl ConnectionTrait,
     id: CustomerId,
-    policy: MfaPolicy,
+    setting: Setting,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), DbErr> {
+    let (column, value) = match setting {
+        Setting::MfaPolicy(policy) => (Column::MfaPolicy, Expr::value(policy.as_str())),
+        Setting::ApprovalThreshold(threshold) => (
+            Column::ApprovalThreshold,
+            // Validated at the edge to at most 10,000.
+            Expr::value(i32::try_from(threshold).unwrap_or(i32::MAX)),
+        ),
+    };
     Entity::update_many()
-        .col_expr(Column::MfaPolicy, Expr::value(policy.as_str()))
+        .col_expr(column, value)
         .col_expr(Column::UpdatedAt, Expr::value(now))
         .filter(Column::Id.eq(id))
         .exec(db)

@@ -8,6 +8,7 @@
 #[macro_use]
 mod helpers;
 
+mod approval;
 mod auth_tokens;
 mod bench_smoke;
 mod customers;
