@@ -8,9 +8,10 @@ use std::{
 };
 
 use mfa_reset::{
+    api::paging::{Binding, PageTokens},
     config::{Settings, WatchSettings},
     domain::{
-        audit::{self, AuditDetails, AuditEvent},
+        audit::{self, AuditDetails, AuditEvent, watch::Position},
         ids::CustomerId,
         model::MfaPolicy,
     },
@@ -937,6 +938,19 @@ async fn filters_by_action_and_user_and_refuses_bad_requests(app: &TestApp) {
         })
         .await,
         ["user_id"]
+    );
+    // A well-sealed cursor past this database's clock (from another database, or one
+    // restored from an older backup) is refused, not waited on.
+    let cursors = PageTokens::new(&app.secret.derive("audit-cursor"));
+    let binding = Binding::of("mfareset.v1.AuditLog/WatchAuditEvents", "", &());
+    let ahead = Position {
+        seq: 1 << 40,
+        id: uuid::Uuid::nil(),
+    };
+    let forged = cursors.seal(&binding, &ahead.to_bytes());
+    assert_eq!(
+        invalid(watch_request(&[&w.enforced.id], &forged)).await,
+        ["after_cursor"]
     );
 }
 
