@@ -10,8 +10,8 @@
 //! A stream's last status travels beside the channel ([`Outlet`]), so that it is delivered
 //! after the messages already buffered even when the buffer is full.
 //!
-//! Roles are checked again at least every heartbeat interval; a revoked role ends the stream
-//! with PERMISSION_DENIED. A replica that shuts down ends its streams with UNAVAILABLE
+//! Roles are checked again at least every heartbeat interval, and at least every 15 s; a
+//! revoked role ends the stream with PERMISSION_DENIED. A replica that shuts down ends its streams with UNAVAILABLE
 //! (SHUTTING_DOWN), so that clients reconnect, with their cursor, to another one.
 
 use std::{
@@ -180,7 +180,7 @@ impl Watchers {
             shutdown: self.shutdown.clone(),
             tx,
             last_sent: Instant::now(),
-            next_check: Instant::now() + heartbeat,
+            next_check: Instant::now() + recheck_interval(heartbeat),
         };
         let last = end.clone();
         let task = tokio::spawn(
@@ -312,12 +312,19 @@ impl Producer {
     /// Sends every event after the position up to the clock, and moves past that stamp.
     async fn catch_up(&mut self, clock: &Clock) -> Result<(), Ended> {
         loop {
-            if clock.expired(self.position, self.accepted) {
-                return Err(Some(cursor_expired()));
-            }
             let batch = read_after(&self.db, &self.query, self.position, clock.latest, BATCH)
                 .await
                 .map_err(end)?;
+            // A purge that committed before this read may have deleted events of it: the
+            // purged position is read after the batch (every batch: a purge may run while a
+            // stream replays), and a stream behind it ends instead of skipping them.
+            if Clock::read(&self.db)
+                .await
+                .map_err(end)?
+                .expired(self.position, self.accepted)
+            {
+                return Err(Some(cursor_expired()));
+            }
             let full = batch.len() as u64 == BATCH;
             for (position, event) in batch {
                 let response = pb::WatchAuditEventsResponse {
@@ -346,13 +353,16 @@ impl Producer {
             let wake = tokio::select! {
                 biased;
                 _ = self.shutdown.wait_for(|down| *down) => Wake::ShuttingDown,
+                // Before the feed: on a busy database the feed moves all the time (a commit
+                // in any customer wakes every stream), and a stream whose events are
+                // elsewhere must still send its heartbeats and check its roles.
+                () = tokio::time::sleep_until(due) => Wake::Due,
+                () = self.tx.closed() => Wake::ClientGone,
                 // The feed is gone only when the server is.
                 moved = self.feed.wait_for(|&latest| latest > seen) => match moved {
                     Ok(_) => Wake::Moved,
                     Err(_) => Wake::ShuttingDown,
                 },
-                () = self.tx.closed() => Wake::ClientGone,
-                () = tokio::time::sleep_until(due) => Wake::Due,
             };
             match wake {
                 Wake::ShuttingDown => return Err(Some(shutting_down())),
@@ -385,7 +395,7 @@ impl Producer {
         authorize(&self.db, &self.subject, &self.query.scope)
             .await
             .map_err(end)?;
-        self.next_check = Instant::now() + self.heartbeat;
+        self.next_check = Instant::now() + recheck_interval(self.heartbeat);
         Ok(())
     }
 
@@ -407,6 +417,15 @@ impl Producer {
             },
         }
     }
+}
+
+/// The longest a revoked role keeps a stream open: roles are checked at least this often,
+/// however long the heartbeat interval a client asked for.
+const MAX_RECHECK: Duration = Duration::from_secs(15);
+
+/// How often a stream with `heartbeat` checks its roles.
+fn recheck_interval(heartbeat: Duration) -> Duration {
+    heartbeat.min(MAX_RECHECK)
 }
 
 fn end(err: crate::domain::DomainError) -> Ended {

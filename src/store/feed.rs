@@ -8,8 +8,9 @@
 //! - polling: the clock row is read every `poll` interval while anyone subscribes (one primary
 //!   key read per replica, however many streams); this is SQLite's way, and PostgreSQL's
 //!   fallback for a lost notification or listener connection;
-//! - on PostgreSQL, `LISTEN mfa_reset_audit` on a connection of its own: the clock's trigger
-//!   notifies with the new stamp when the writing transaction commits.
+//! - on PostgreSQL, `LISTEN mfa_reset_audit` on a connection of its own (taken from the pool
+//!   and kept: sqlx's `PgListener::connect_with`): the clock's trigger notifies with the new
+//!   stamp when the writing transaction commits.
 
 use std::{
     sync::{Arc, Mutex, Weak},

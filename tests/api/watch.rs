@@ -1227,3 +1227,31 @@ fn purge_audit(app: &TestApp, days: u32) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_written_by_a_replica_of_the_previous_release_reaches_live_streams() {
+    run(Backend::Postgres, |app| Box::pin(unstamped_insert(app))).await;
+}
+
+/// During a rolling upgrade the previous release still inserts events without a stamp; the
+/// database stamps them, so a live stream (positioned after every stamp so far) gets them.
+async fn unstamped_insert(app: &TestApp) {
+    let w = world(app).await;
+    let mut stream = open(app, ADMIN, watch_request(&[&w.enforced.id], ""))
+        .await
+        .expect("open");
+    let id = uuid::Uuid::now_v7();
+    sql(
+        &app.db,
+        &format!(
+            "INSERT INTO audit_events (id, customer_id, occurred_at, actor, action, details) \
+             VALUES ('{id}', '{}', now(), 'old-replica', 'MFA_POLICY_SET', \
+             '{{\"previous_policy\":\"ENFORCED\",\"mfa_policy\":\"ENFORCED\"}}')",
+            w.enforced.id
+        ),
+    )
+    .await;
+    let got = events(&mut stream, 1, Duration::from_secs(5)).await;
+    assert_eq!(got[0].1.id, id.to_string());
+    assert_eq!(got[0].1.actor, "old-replica");
+}

@@ -238,16 +238,18 @@ const PG_STAMPED: &str = "WITH clock AS (UPDATE audit_clock SET seq = seq + 1 WH
 RETURNING seq) INSERT INTO audit_events (id, customer_id, occurred_at, actor, action, user_id, \
 details, commit_seq) SELECT $1, $2, now(), 'bench-writer', 'USER_UPDATED', $3, '{}', clock.seq \
 FROM clock";
+/// Stamped -1, a value no stream reads: 0 would make the database stamp it (the trigger for
+/// rows of older releases).
 const PG_UNSTAMPED: &str = "INSERT INTO audit_events (id, customer_id, occurred_at, actor, \
 action, user_id, details, commit_seq) VALUES ($1, $2, now(), 'bench-writer', 'USER_UPDATED', $3, \
-'{}', 0)";
+'{}', -1)";
 const SQLITE_CLOCK: &str = "UPDATE audit_clock SET seq = seq + 1 WHERE id = 1";
 const SQLITE_STAMPED: &str = "INSERT INTO audit_events (id, customer_id, occurred_at, actor, \
 action, user_id, details, commit_seq) VALUES (?1, ?2, CURRENT_TIMESTAMP, 'bench-writer', \
 'USER_UPDATED', ?3, '{}', (SELECT seq FROM audit_clock WHERE id = 1))";
 const SQLITE_UNSTAMPED: &str = "INSERT INTO audit_events (id, customer_id, occurred_at, actor, \
 action, user_id, details, commit_seq) VALUES (?1, ?2, CURRENT_TIMESTAMP, 'bench-writer', \
-'USER_UPDATED', ?3, '{}', 0)";
+'USER_UPDATED', ?3, '{}', -1)";
 
 /// One writer transaction: a user of its own updated, one event inserted, committed.
 async fn write_once(pool: &Pool, user: Uuid, stamped: bool) -> anyhow::Result<()> {

@@ -12,6 +12,9 @@
 //! - PostgreSQL: a trigger on the clock row sends `NOTIFY mfa_reset_audit` with the new
 //!   stamp, delivered when the writing transaction commits, so that watchers on every replica
 //!   wake at once (they also poll the clock, should a notification be lost).
+//! - PostgreSQL: an event inserted without a stamp (`commit_seq` 0: by a replica of the
+//!   previous release during a rolling upgrade) is stamped by a trigger from the same clock,
+//!   so that live streams see it. (SQLite has one process: no mixed versions.)
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -31,7 +34,9 @@ impl MigrationTrait for Migration {
                 run(db, POSTGRES_UP).await?;
                 // The function body holds `;`: one statement of its own.
                 db.execute_unprepared(POSTGRES_NOTIFY_FUNCTION).await?;
-                run(db, POSTGRES_NOTIFY_TRIGGER).await
+                run(db, POSTGRES_NOTIFY_TRIGGER).await?;
+                db.execute_unprepared(POSTGRES_STAMP_FUNCTION).await?;
+                run(db, POSTGRES_STAMP_TRIGGER).await
             }
             _ => run(db, SQLITE_UP).await,
         }
@@ -75,7 +80,22 @@ CREATE TRIGGER audit_clock_notify AFTER UPDATE OF seq ON audit_clock
   FOR EACH ROW EXECUTE FUNCTION mfa_reset_audit_notify()
 ";
 
+const POSTGRES_STAMP_FUNCTION: &str = "
+CREATE FUNCTION mfa_reset_audit_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE audit_clock SET seq = seq + 1 WHERE id = 1 RETURNING seq INTO NEW.commit_seq;
+  RETURN NEW;
+END
+$$";
+
+const POSTGRES_STAMP_TRIGGER: &str = "
+CREATE TRIGGER audit_events_stamp BEFORE INSERT ON audit_events
+  FOR EACH ROW WHEN (NEW.commit_seq = 0) EXECUTE FUNCTION mfa_reset_audit_stamp()
+";
+
 const POSTGRES_DOWN: &str = "
+DROP TRIGGER audit_events_stamp ON audit_events;
+DROP FUNCTION mfa_reset_audit_stamp();
 DROP TRIGGER audit_clock_notify ON audit_clock;
 DROP FUNCTION mfa_reset_audit_notify();
 DROP INDEX idx_audit_events_commit;
