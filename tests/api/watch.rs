@@ -545,8 +545,15 @@ async fn a_restarted_server_resumes_a_cursor_of_the_one_before() {
 
 /// An event for `customer`, written by the library in `txn` as a change would write it.
 async fn record_in(txn: &impl ConnectionTrait, customer: &str, reason: &str) {
+    audit::record(txn, vec![event_in(customer, reason)])
+        .await
+        .expect("record");
+}
+
+/// An event for `customer` (its id, a v7 UUID, made now).
+fn event_in(customer: &str, reason: &str) -> AuditEvent {
     let customer = CustomerId::parse(customer).expect("customer id");
-    let event = AuditEvent::by(
+    AuditEvent::by(
         "late-committer",
         Some(customer),
         AuditDetails::MfaPolicySet {
@@ -555,8 +562,7 @@ async fn record_in(txn: &impl ConnectionTrait, customer: &str, reason: &str) {
         },
         mfa_reset::domain::now(),
     )
-    .reason(reason);
-    audit::record(txn, vec![event]).await.expect("record");
+    .reason(reason)
 }
 
 async fn xid(txn: &impl ConnectionTrait) -> i64 {
@@ -666,13 +672,16 @@ async fn began_first_committed_second(app: &TestApp) {
     assert!(first_xid < second_xid);
     lock_user(&second, alice).await;
     // ... T1 waits for it, then writes its event and commits, second.
-    let waiting = tokio::spawn({
-        let customer = w.enforced.id.clone();
-        async move {
-            lock_user(&first, alice).await;
-            record_in(&first, &customer, "began first").await;
-            store::commit(first).await.expect("commit T1");
-        }
+    // T1's event is made before it waits, so its id is the smaller too: neither the
+    // transaction id nor the event id orders these two by commit.
+    let first_event = event_in(&w.enforced.id, "began first");
+    let first_event_id = first_event.id;
+    let waiting = tokio::spawn(async move {
+        lock_user(&first, alice).await;
+        audit::record(&first, vec![first_event])
+            .await
+            .expect("record");
+        store::commit(first).await.expect("commit T1");
     });
     wait_for_a_lock_waiter(&app.db).await;
     record_in(&second, &w.enforced.id, "began second").await;
@@ -681,6 +690,10 @@ async fn began_first_committed_second(app: &TestApp) {
     let got = events(&mut stream, 2, Duration::from_secs(5)).await;
     let reasons: Vec<&str> = got.iter().map(|(_, e)| e.reason.as_str()).collect();
     assert_eq!(reasons, ["began second", "began first"], "commit order");
+    assert!(
+        first_event_id.to_string() < got[0].1.id,
+        "T1's event id is the smaller"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
