@@ -165,15 +165,18 @@ fn print_demo_help(
     addr: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
     let secret = ServerSecret::load_or_create(&common.secret_file())?;
-    let token = mint_dev_token(
-        &secret,
-        demo::DEMO_ADMIN,
-        Duration::from_secs(8 * 3600),
-        &common.jwt_issuer,
-        &common.jwt_audience,
-    )?;
+    let token = |subject| {
+        mint_dev_token(
+            &secret,
+            subject,
+            Duration::from_secs(8 * 3600),
+            &common.jwt_issuer,
+            &common.jwt_audience,
+        )
+    };
     let mut exports = vec![
-        format!("export TOKEN={token}"),
+        format!("export TOKEN={}", token(demo::DEMO_ADMIN)?),
+        format!("export APPROVER_TOKEN={}", token(demo::DEMO_APPROVER)?),
         format!("export ADDR={addr}"),
     ];
     for (var, name) in [
@@ -191,8 +194,11 @@ fn print_demo_help(
     }
     println!(
         r#"
-Demo data is ready. Principal `{admin}` holds PRIVILEGED_AUTHENTICATION_ADMIN in {n},
-AUTHENTICATION_ADMIN in {c}, READER in {f}, and nothing in {t}.
+Demo data is ready. Principal `{admin}` ($TOKEN) holds
+PRIVILEGED_AUTHENTICATION_ADMIN in {n}, AUTHENTICATION_ADMIN in {c},
+READER in {f}, and nothing in {t}.
+A reset of {threshold} or more {c} users needs a second administrator's approval:
+`{approver}` ($APPROVER_TOKEN) gives it.
 Paste these lines into a shell, then follow the README's walkthrough:
 
 {exports}
@@ -202,6 +208,8 @@ grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{{\"customer_ids\":[\"$
 grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{{\"customer_ids\":[\"$NORTHWIND\",\"$CONTOSO\",\"$FABRIKAM\"]}}" $ADDR mfareset.v1.Customers/DescribeSelection
 "#,
         admin = demo::DEMO_ADMIN,
+        approver = demo::DEMO_APPROVER,
+        threshold = demo::CONTOSO_APPROVAL_THRESHOLD,
         n = demo::NORTHWIND,
         c = demo::CONTOSO,
         f = demo::FABRIKAM,

@@ -192,6 +192,15 @@ pub struct ServeArgs {
     /// How long a summarized MFA reset can be confirmed, in seconds.
     #[arg(long, env = "MFA_RESET_RESET_TTL_SECS", default_value_t = 15 * 60)]
     pub reset_ttl_secs: u64,
+    /// How long a reset that needs four-eyes approval waits for it once its requester has
+    /// confirmed it, in seconds (at most 30 days); then it expires.
+    #[arg(
+        long,
+        env = "MFA_RESET_APPROVAL_TTL_SECS",
+        default_value_t = 24 * 3600,
+        value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600)
+    )]
+    pub approval_ttl_secs: u64,
     /// How often this replica deletes request ids (AIP-155) older than 24 hours, in seconds.
     #[arg(long, env = "MFA_RESET_REQUEST_ID_PURGE_SECS", default_value_t = 3600)]
     pub request_id_purge_secs: u64,
@@ -307,6 +316,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How long a summarized reset can be confirmed.
     pub reset_ttl: Duration,
+    /// How long a confirmed reset awaits approval.
+    pub approval_ttl: Duration,
     /// How often expired request ids are purged.
     pub request_id_purge_interval: Duration,
     /// Change streams.
@@ -372,6 +383,7 @@ impl Settings {
             rate_limit_per_minute: serve.rate_limit_per_minute,
             shutdown_grace: Duration::from_secs(serve.shutdown_grace_secs),
             reset_ttl: Duration::from_secs(serve.reset_ttl_secs),
+            approval_ttl: Duration::from_secs(serve.approval_ttl_secs),
             request_id_purge_interval: Duration::from_secs(serve.request_id_purge_secs.max(1)),
             watch: WatchSettings {
                 heartbeat: Duration::from_secs(serve.watch_heartbeat_secs)

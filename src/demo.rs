@@ -1,6 +1,8 @@
 //! Demo data for `serve --demo`: four customers with different settings, about sixty
-//! users with methods of every kind and scope, and principal `demo-admin` with a
-//! different role in each of three customers and none in the fourth.
+//! users with methods of every kind and scope, principal `demo-admin` with a different
+//! role in each of three customers and none in the fourth, and a second administrator,
+//! `demo-approver`, who approves what `demo-admin` asks for where a customer's four-eyes
+//! threshold is met (Contoso's is 3 users).
 //!
 //! Seeding is idempotent: customers are found by name and users by e-mail, and only
 //! what is missing is inserted, in one transaction. Demo rows are written through the
@@ -26,6 +28,11 @@ use crate::{
 
 /// The demo principal.
 pub const DEMO_ADMIN: &str = "demo-admin";
+/// The second administrator, who approves large resets: PRIVILEGED in Northwind,
+/// AUTHENTICATION_ADMIN in Contoso.
+pub const DEMO_APPROVER: &str = "demo-approver";
+/// Contoso's approval threshold: a reset of this many of its users needs a second admin.
+pub const CONTOSO_APPROVAL_THRESHOLD: u32 = 3;
 /// Enforced MFA, hardware OATH enabled; `demo-admin` is PRIVILEGED here.
 pub const NORTHWIND: &str = "Northwind Health";
 /// Optional MFA; `demo-admin` is AUTHENTICATION_ADMIN here.
@@ -49,6 +56,8 @@ struct DemoCustomer {
     kinds: &'static [MethodKind],
     users: usize,
     demo_admin_role: Option<Role>,
+    demo_approver_role: Option<Role>,
+    approval_threshold: u32,
 }
 
 const ALL_KINDS: &[MethodKind] = MethodKind::ALL;
@@ -68,6 +77,8 @@ const CUSTOMERS: [DemoCustomer; 4] = [
         kinds: ALL_KINDS,
         users: 20,
         demo_admin_role: Some(Role::PrivilegedAuthenticationAdmin),
+        demo_approver_role: Some(Role::PrivilegedAuthenticationAdmin),
+        approval_threshold: 0,
     },
     DemoCustomer {
         name: CONTOSO,
@@ -75,6 +86,8 @@ const CUSTOMERS: [DemoCustomer; 4] = [
         kinds: WITHOUT_HARDWARE,
         users: 18,
         demo_admin_role: Some(Role::AuthenticationAdmin),
+        demo_approver_role: Some(Role::AuthenticationAdmin),
+        approval_threshold: CONTOSO_APPROVAL_THRESHOLD,
     },
     DemoCustomer {
         name: FABRIKAM,
@@ -82,6 +95,8 @@ const CUSTOMERS: [DemoCustomer; 4] = [
         kinds: WITHOUT_HARDWARE,
         users: 16,
         demo_admin_role: Some(Role::Reader),
+        demo_approver_role: None,
+        approval_threshold: 0,
     },
     DemoCustomer {
         name: TAILSPIN,
@@ -89,6 +104,8 @@ const CUSTOMERS: [DemoCustomer; 4] = [
         kinds: WITHOUT_HARDWARE,
         users: 8,
         demo_admin_role: None,
+        demo_approver_role: None,
+        approval_threshold: 0,
     },
 ];
 
@@ -99,8 +116,9 @@ pub struct Seeded {
     customers: HashMap<&'static str, Uuid>,
     /// Walkthrough users as (shell variable, user id): a Northwind user with MFA
     /// (`RESET_ME`), demo-admin's own user (`SELF_USER`), a Contoso admin with MFA
-    /// (`CONTOSO_ADMIN`, protected from an AUTHENTICATION_ADMIN), and a Contoso user
-    /// without MFA (`NO_MFA`).
+    /// (`CONTOSO_ADMIN`, protected from an AUTHENTICATION_ADMIN), a Contoso user
+    /// without MFA (`NO_MFA`), and three Contoso users with MFA (`TEAM_1`..`TEAM_3`), whose
+    /// reset meets Contoso's approval threshold.
     pub samples: Vec<(&'static str, Uuid)>,
 }
 
@@ -130,6 +148,9 @@ async fn pick_samples(
             &[
                 ("CONTOSO_ADMIN", true, true, false),
                 ("NO_MFA", false, false, false),
+                ("TEAM_1", false, true, false),
+                ("TEAM_2", false, true, false),
+                ("TEAM_3", false, true, false),
             ][..],
         ),
     ] {
@@ -145,7 +166,8 @@ async fn pick_samples(
         let counts = store::users::active_method_counts(db, &[customer.into()], &ids).await?;
         for &(var, admin, has_mfa, is_self) in picks {
             let found = users.iter().find(|u| {
-                u.is_admin == admin
+                !samples.iter().any(|(_, id)| *id == u.id)
+                    && u.is_admin == admin
                     && counts.contains_key(&u.id.into()) == has_mfa
                     && (u.external_subject.as_deref() == Some(DEMO_ADMIN)) == is_self
             });
@@ -175,15 +197,20 @@ pub async fn seed(db: &DatabaseConnection) -> anyhow::Result<Seeded> {
                         enabled_method_kinds: MethodKind::format_list(spec.kinds),
                         created_at: now,
                         updated_at: now,
-                        approval_threshold: 0,
+                        approval_threshold: i32::try_from(spec.approval_threshold)?,
                     },
                 )
                 .await?
             }
         };
         seeded.customers.insert(spec.name, customer.id);
-        if let Some(role) = spec.demo_admin_role {
-            store::roles::grant(&txn, DEMO_ADMIN, Some(customer.id.into()), role).await?;
+        for (subject, role) in [
+            (DEMO_ADMIN, spec.demo_admin_role),
+            (DEMO_APPROVER, spec.demo_approver_role),
+        ] {
+            if let Some(role) = role {
+                store::roles::grant(&txn, subject, Some(customer.id.into()), role).await?;
+            }
         }
         seed_users(&txn, spec, customer.id, now).await?;
     }

@@ -96,6 +96,7 @@ impl Application {
             db,
             page_tokens: PageTokens::new(&secret.derive("page-token")),
             reset_ttl: settings.reset_ttl,
+            approval_ttl: settings.approval_ttl,
             watchers,
         });
         let listener = TcpListener::bind(settings.listen)

@@ -34,6 +34,8 @@ pub struct AppState {
     pub page_tokens: PageTokens,
     /// How long a summarized reset can be confirmed.
     pub reset_ttl: Duration,
+    /// How long a reset confirmed by its requester awaits approval.
+    pub approval_ttl: Duration,
     /// The change streams of this replica.
     pub watchers: Arc<watch::Watchers>,
 }

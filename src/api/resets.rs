@@ -251,8 +251,71 @@ pub async fn confirm(
     }
     let (key, id) = v.finish((key, id))?;
     let reply = Reply::new(encode_reset);
-    let answer =
-        reset::confirm(&state.db, caller, reply.idempotency(key.as_ref()), id, etag).await?;
+    let answer = reset::confirm(
+        &state.db,
+        caller,
+        reply.idempotency(key.as_ref()),
+        id,
+        etag,
+        state.approval_ttl,
+    )
+    .await?;
+    reply.respond(answer)
+}
+
+/// `ApproveMfaReset`.
+pub async fn approve(
+    state: &AppState,
+    caller: &Caller,
+    request: pb::ApproveMfaResetRequest,
+) -> Result<pb::ApproveMfaResetResponse, Status> {
+    let mut v = Violations::new();
+    let key = v.request_key("mfareset.v1.Users/ApproveMfaReset", &request, |r| {
+        std::mem::take(&mut r.request_id)
+    });
+    let id = reset_id(&mut v, &request.reset_id);
+    if request.etag.is_empty() {
+        v.add("etag", "is required: pass the etag GetMfaReset returned");
+    }
+    let (key, id) = v.finish((key, id))?;
+    let reply = Reply::new(|reset: &MfaReset| pb::ApproveMfaResetResponse {
+        mfa_reset: Some(encode_reset(reset)),
+    });
+    let answer = reset::approve(
+        &state.db,
+        caller,
+        reply.idempotency(key.as_ref()),
+        id,
+        &request.etag,
+    )
+    .await?;
+    reply.respond(answer)
+}
+
+/// `RejectMfaReset`.
+pub async fn reject(
+    state: &AppState,
+    caller: &Caller,
+    request: pb::RejectMfaResetRequest,
+) -> Result<pb::RejectMfaResetResponse, Status> {
+    let mut v = Violations::new();
+    let key = v.request_key("mfareset.v1.Users/RejectMfaReset", &request, |r| {
+        std::mem::take(&mut r.request_id)
+    });
+    let id = reset_id(&mut v, &request.reset_id);
+    let reason = v.text("reason", &request.reason, 1, 500);
+    let (key, id) = v.finish((key, id))?;
+    let reply = Reply::new(|reset: &MfaReset| pb::RejectMfaResetResponse {
+        mfa_reset: Some(encode_reset(reset)),
+    });
+    let answer = reset::reject(
+        &state.db,
+        caller,
+        reply.idempotency(key.as_ref()),
+        id,
+        &reason,
+    )
+    .await?;
     reply.respond(answer)
 }
 

@@ -13,7 +13,6 @@ use super::{
 };
 use crate::{
     domain::{
-        DomainError,
         ids::{CustomerId, UserId},
         model::{MethodKind, MfaState, User},
         paging::PageRequest,
@@ -364,21 +363,17 @@ impl Users for UsersService {
         &self,
         request: Request<pb::ApproveMfaResetRequest>,
     ) -> Result<Response<pb::ApproveMfaResetResponse>, Status> {
-        caller(&request)?;
-        Err(DomainError::Unimplemented {
-            rpc: "mfareset.v1.Users/ApproveMfaReset",
-        }
-        .into())
+        let caller = caller(&request)?;
+        let answer = resets::approve(&self.state, &caller, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
     async fn reject_mfa_reset(
         &self,
         request: Request<pb::RejectMfaResetRequest>,
     ) -> Result<Response<pb::RejectMfaResetResponse>, Status> {
-        caller(&request)?;
-        Err(DomainError::Unimplemented {
-            rpc: "mfareset.v1.Users/RejectMfaReset",
-        }
-        .into())
+        let caller = caller(&request)?;
+        let answer = resets::reject(&self.state, &caller, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 }

@@ -31,15 +31,16 @@ pub async fn assignments_for(
         .await
 }
 
-/// Locks the subject's assignments `FOR SHARE` until the transaction ends (PostgreSQL): a
+/// Locks the subjects' assignments `FOR SHARE` until the transaction ends (PostgreSQL): a
 /// revoke then waits until a change made under those roles has committed, and a change never
-/// commits after a revoke it began before.
-pub async fn lock_assignments(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr> {
+/// commits after a revoke it began before. One statement, in id order, however many
+/// subjects (an approval holds both the requester's and the approver's).
+pub async fn lock_assignments(db: &impl ConnectionTrait, subjects: &[&str]) -> Result<(), DbErr> {
     if db.get_database_backend() == sea_orm::DbBackend::Postgres {
         Entity::find()
             .select_only()
             .column(Column::Id)
-            .filter(Column::Subject.eq(subject))
+            .filter(Column::Subject.is_in(subjects.iter().copied()))
             .order_by_asc(Column::Id)
             .lock_shared()
             .into_tuple::<Uuid>()

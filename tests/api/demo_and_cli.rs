@@ -109,6 +109,35 @@ async fn demo_admin_holds_a_different_role_in_each_demo_customer(app: &TestApp) 
     assert_eq!(role_of(demo::FABRIKAM), [i32::from(pb::Role::Reader)]);
     assert!(role_of(demo::TAILSPIN).is_empty());
     assert_eq!(listed.len(), 3);
+    // Contoso needs a second administrator from 3 users; demo-approver is one.
+    let contoso = listed.iter().find(|c| c.display_name == demo::CONTOSO);
+    assert_eq!(contoso.map(|c| c.approval_threshold), Some(3));
+    let approver_roles: Vec<(String, Vec<i32>)> = app
+        .customers()
+        .list_customers(authed(
+            pb::ListCustomersRequest::default(),
+            &app.token(demo::DEMO_APPROVER),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .customers
+        .into_iter()
+        .map(|c| (c.display_name, c.caller_roles))
+        .collect();
+    assert_eq!(
+        approver_roles,
+        [
+            (
+                demo::NORTHWIND.to_string(),
+                vec![i32::from(pb::Role::PrivilegedAuthenticationAdmin)]
+            ),
+            (
+                demo::CONTOSO.to_string(),
+                vec![i32::from(pb::Role::AuthenticationAdmin)]
+            ),
+        ]
+    );
 
     // demo-admin is also a user of Northwind (for the SELF rule), and some users have no MFA.
     let northwind = seeded.customer_id(demo::NORTHWIND).unwrap().to_string();
@@ -365,7 +394,7 @@ async fn operators_grant_list_and_revoke_roles_and_mint_tokens_with_the_binary()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operators_purge_finished_resets_and_keep_pending_ones() {
+async fn operators_purge_finished_resets_and_keep_pending_and_awaiting_ones() {
     let database = TestDatabase::create(Backend::Sqlite).await.expect("sqlite");
     let app = TestApp::spawn_on(
         database.url.clone(),
@@ -405,6 +434,35 @@ async fn operators_purge_finished_resets_and_keep_pending_ones() {
         .await
         .expect("cancel");
     let pending = summarize(&w.root).await;
+    // And one awaiting approval (a threshold of 1 in `enforced`, confirmed by its requester).
+    app.customers()
+        .set_approval_threshold(authed(
+            pb::SetApprovalThresholdRequest {
+                customer_id: w.enforced.id.clone(),
+                approval_threshold: 1,
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .expect("set a threshold");
+    let awaiting = summarize(&w.alice).await;
+    let awaiting = app
+        .users()
+        .confirm_mfa_reset(authed(
+            pb::UsersConfirmMfaResetRequest {
+                reset_id: awaiting.id.clone(),
+                etag: awaiting.etag.clone(),
+                request_id: String::new(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .expect("confirm into awaiting approval")
+        .into_inner()
+        .mfa_reset
+        .expect("reset");
+    assert_eq!(awaiting.state(), pb::MfaResetState::AwaitingApproval);
 
     let dir =
         std::env::temp_dir().join(format!("mfa-reset-purge-{}", uuid::Uuid::now_v7().simple()));
@@ -445,6 +503,13 @@ async fn operators_purge_finished_resets_and_keep_pending_ones() {
         .mfa_reset
         .unwrap();
     assert_eq!(kept.state, i32::from(pb::MfaResetState::Pending));
+    let kept = get(awaiting.id.clone())
+        .await
+        .expect("awaiting reset kept")
+        .into_inner()
+        .mfa_reset
+        .unwrap();
+    assert_eq!(kept.state(), pb::MfaResetState::AwaitingApproval);
     app.stop().await;
     database.drop_now().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -194,6 +194,7 @@ impl TestSettings for Settings {
             rate_limit_per_minute: 0,
             shutdown_grace: Duration::from_secs(10),
             reset_ttl: Duration::from_secs(900),
+            approval_ttl: Duration::from_secs(24 * 3600),
             request_id_purge_interval: Duration::from_secs(3600),
             watch: WatchSettings::default(),
         }

@@ -12,7 +12,14 @@ use mfa_reset::auth::{ServerSecret, mint_dev_token};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::helpers::{AUDIENCE, Backend, ISSUER, POSTGRES_URL_VAR, TestDatabase};
+use mfa_reset::proto::v1::{
+    self as pb, authentication_methods_client::AuthenticationMethodsClient,
+    customers_client::CustomersClient, users_client::UsersClient,
+};
+
+use crate::helpers::{
+    ALL_KINDS, AUDIENCE, Backend, ISSUER, POSTGRES_URL_VAR, TestDatabase, authed,
+};
 
 /// Two replicas over one fresh PostgreSQL database, sharing one secret (page tokens and
 /// bearer tokens of one are valid on the other), and what a test needs to drive them.
@@ -41,6 +48,93 @@ impl Pair {
     /// Runs the binary as an operator would on the pair's database.
     pub fn operator(&self, args: &[&str]) {
         operator(&self.database_url, &self.root, args);
+    }
+
+    /// Grants `role` to `subject` on `customer` (`*` for every customer) with the binary.
+    pub fn grant(&self, subject: &str, customer: &str, role: &str) {
+        self.operator(&[
+            "grant",
+            "--subject",
+            subject,
+            "--customer",
+            customer,
+            "--role",
+            role,
+        ]);
+    }
+
+    /// Through `channel`: an ENFORCED customer named `name` with every kind enabled, the
+    /// `roles` granted in it, and one user per `(display name, external subject)` with a
+    /// phone. Provisioned by `replica-provisioner` (PROVISIONER on `*`).
+    pub async fn customer_with_users(
+        &self,
+        channel: &Channel,
+        name: &str,
+        roles: &[(&str, &str)],
+        users: &[(&str, &str)],
+    ) -> (pb::Customer, Vec<pb::User>) {
+        let provisioner = "replica-provisioner";
+        self.grant(provisioner, "*", "PROVISIONER");
+        let token = self.token(provisioner);
+        let customer = CustomersClient::new(channel.clone())
+            .create_customer(authed(
+                pb::CreateCustomerRequest {
+                    customer: Some(pb::Customer {
+                        display_name: name.into(),
+                        mfa_policy: pb::MfaPolicy::Enforced.into(),
+                        enabled_method_kinds: ALL_KINDS.iter().map(|k| (*k).into()).collect(),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+                &token,
+            ))
+            .await
+            .expect("create customer")
+            .into_inner()
+            .customer
+            .expect("customer");
+        for (subject, role) in roles {
+            self.grant(subject, &customer.id, role);
+        }
+        let mut created = Vec::new();
+        for (i, (display_name, subject)) in users.iter().enumerate() {
+            let user = UsersClient::new(channel.clone())
+                .create_user(authed(
+                    pb::CreateUserRequest {
+                        user: Some(pb::User {
+                            customer_id: customer.id.clone(),
+                            display_name: display_name.to_string(),
+                            email: format!("replica.user.{i}@example.com"),
+                            external_subject: subject.to_string(),
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    },
+                    &token,
+                ))
+                .await
+                .expect("create user")
+                .into_inner()
+                .user
+                .expect("user");
+            AuthenticationMethodsClient::new(channel.clone())
+                .register_authentication_method(authed(
+                    pb::RegisterAuthenticationMethodRequest {
+                        customer_id: customer.id.clone(),
+                        user_id: user.id.clone(),
+                        kind: pb::MethodKind::Phone.into(),
+                        scope: pb::MethodScope::User.into(),
+                        label: format!("+1 555 222 {:04}", 3333 + i),
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .expect("register a phone");
+            created.push(user);
+        }
+        (customer, created)
     }
 }
 

@@ -447,60 +447,6 @@ async fn rpcs_declared_for_later_releases_answer_unimplemented(app: &TestApp) {
         let status = assert_error(result, Code::Unimplemented, "UNIMPLEMENTED");
         assert!(status.message().contains("not implemented"), "{status:?}");
     };
-    let reset = summarize(app, ADMIN, &[&w.enforced], &[&w.alice]).await;
-    // A reset that needs approval cannot be confirmed yet.
-    app.customers()
-        .set_approval_threshold(authed(
-            pb::SetApprovalThresholdRequest {
-                customer_id: w.enforced.id.clone(),
-                approval_threshold: 1,
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .expect("set a threshold");
-    let needs_approval = summarize(app, ADMIN, &[&w.enforced], &[&w.root]).await;
-    assert!(needs_approval.approval_required);
-    unimplemented(
-        app.users()
-            .confirm_mfa_reset(authed(
-                pb::UsersConfirmMfaResetRequest {
-                    reset_id: needs_approval.id.clone(),
-                    etag: needs_approval.etag.clone(),
-                    request_id: String::new(),
-                },
-                &token,
-            ))
-            .await
-            .map(drop),
-    );
-    unimplemented(
-        app.users()
-            .approve_mfa_reset(authed(
-                pb::ApproveMfaResetRequest {
-                    reset_id: reset.id.clone(),
-                    etag: reset.etag.clone(),
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .map(drop),
-    );
-    unimplemented(
-        app.users()
-            .reject_mfa_reset(authed(
-                pb::RejectMfaResetRequest {
-                    reset_id: reset.id.clone(),
-                    reason: "no".into(),
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .map(drop),
-    );
     unimplemented(
         app.users()
             .summarize_mfa_reset(authed(
@@ -523,7 +469,7 @@ async fn rpcs_declared_for_later_releases_answer_unimplemented(app: &TestApp) {
     // Unauthenticated first, as everywhere.
     let anonymous = app
         .users()
-        .approve_mfa_reset(pb::ApproveMfaResetRequest::default())
+        .summarize_mfa_reset(pb::UsersSummarizeMfaResetRequest::default())
         .await;
     assert_error(anonymous, Code::Unauthenticated, "TOKEN_MISSING");
 }

@@ -702,80 +702,18 @@ async fn a_watcher_on_one_replica_sees_a_reset_confirmed_on_the_other() {
 }
 
 async fn watch_across_replicas(pair: &mut Pair) {
-    use pb::customers_client::CustomersClient;
-    let (provisioner, admin) = ("replica-provisioner", "replica-admin");
-    pair.operator(&[
-        "grant",
-        "--subject",
-        provisioner,
-        "--customer",
-        "*",
-        "--role",
-        "PROVISIONER",
-    ]);
+    let admin = "replica-admin";
     let a = pair.replicas[0].channel().await;
     let b = pair.replicas[1].channel().await;
-    let provisioning = token_with(&pair.secret, provisioner);
-    let customer = CustomersClient::new(b.clone())
-        .create_customer(authed(
-            pb::CreateCustomerRequest {
-                customer: Some(pb::Customer {
-                    display_name: "Replicated Co".into(),
-                    mfa_policy: pb::MfaPolicy::Enforced.into(),
-                    enabled_method_kinds: ALL_KINDS.iter().map(|k| (*k).into()).collect(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-            &provisioning,
-        ))
-        .await
-        .expect("create customer")
-        .into_inner()
-        .customer
-        .expect("customer");
-    pair.operator(&[
-        "grant",
-        "--subject",
-        admin,
-        "--customer",
-        &customer.id,
-        "--role",
-        "AUTHENTICATION_ADMIN",
-    ]);
-    let user = pb::users_client::UsersClient::new(b.clone())
-        .create_user(authed(
-            pb::CreateUserRequest {
-                user: Some(pb::User {
-                    customer_id: customer.id.clone(),
-                    display_name: "Remote Rita".into(),
-                    email: "rita@example.com".into(),
-                    external_subject: "rita-sub".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-            &provisioning,
-        ))
-        .await
-        .expect("create user")
-        .into_inner()
-        .user
-        .expect("user");
-    pb::authentication_methods_client::AuthenticationMethodsClient::new(b.clone())
-        .register_authentication_method(authed(
-            pb::RegisterAuthenticationMethodRequest {
-                customer_id: customer.id.clone(),
-                user_id: user.id.clone(),
-                kind: pb::MethodKind::Phone.into(),
-                scope: pb::MethodScope::User.into(),
-                label: "+1 555 222 3333".into(),
-                ..Default::default()
-            },
-            &provisioning,
-        ))
-        .await
-        .expect("register");
+    let (customer, users) = pair
+        .customer_with_users(
+            &b,
+            "Replicated Co",
+            &[(admin, "AUTHENTICATION_ADMIN")],
+            &[("Remote Rita", "rita-sub")],
+        )
+        .await;
+    let user = &users[0];
 
     let admin_token = token_with(&pair.secret, admin);
     let mut stream = open_on(

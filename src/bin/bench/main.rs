@@ -247,6 +247,7 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
         rate_limit_per_minute: 0,
         shutdown_grace: Duration::from_secs(5),
         reset_ttl: Duration::from_secs(3600),
+        approval_ttl: Duration::from_secs(24 * 3600),
         request_id_purge_interval: Duration::from_secs(3600),
         // Room for the stalled streams of part (c), all the bench principal's.
         watch: mfa_reset::config::WatchSettings {

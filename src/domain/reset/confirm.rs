@@ -31,6 +31,10 @@ const MAX_LISTED_CHANGES: usize = 20;
 /// per affected user. Confirming a confirmed reset (with its etag) returns it again and
 /// changes nothing; concurrent confirms queue on the reset's row lock.
 ///
+/// A reset whose summary needs approval is not applied: after the same checks it moves to
+/// AWAITING_APPROVAL, expiring `approval_window` from now, with a RESET_APPROVAL_REQUESTED
+/// event per customer (see [`super::approve`]).
+///
 /// On PostgreSQL the customers (shared), users and methods the plan covers are locked before
 /// they are read, so nothing can change between the staleness check and the writes; the
 /// writes also check that they touched exactly the planned rows.
@@ -40,25 +44,18 @@ pub async fn confirm(
     idempotency: Idempotency<'_, MfaReset>,
     id: ResetId,
     etag: &str,
+    approval_window: std::time::Duration,
 ) -> DomainResult<Answer<MfaReset>> {
     precheck_requester(db, caller, id).await?;
     idempotency::write(db, caller, idempotency, async |txn| {
         // The caller's roles held until the reset is applied: a revoke waits for it, and a
         // reset is never applied under a role revoked before it committed.
-        store::roles::lock_assignments(txn, &caller.subject).await?;
+        store::roles::lock_assignments(txn, &[&caller.subject]).await?;
         let (mut reset, selection) = load_visible(txn, caller, id, true).await?;
         require_requester(caller, &reset)?;
         // The caller's roles now, not at summary time: a revoked role takes effect here.
         selection.require(Action::ResetMfa)?;
-        if etag != reset.etag {
-            return Err(DomainError::Aborted {
-                reason: Reason::EtagMismatch,
-                message:
-                    "the etag is not this reset's; get the reset (or summarize again) and retry"
-                        .into(),
-                details: Details::default().with("reset_id", id),
-            });
-        }
+        require_etag(&reset, etag)?;
         match reset.state {
             ResetState::Confirmed | ResetState::AwaitingApproval => return Ok(reset),
             ResetState::Pending => {}
@@ -72,37 +69,14 @@ pub async fn confirm(
             .with_metadata("reset_id", id));
         }
         if reset.approval_required {
-            return Err(DomainError::Unimplemented {
-                rpc: "ConfirmMfaReset of a reset that needs approval",
-            });
+            // Nothing is applied, so nothing needs locking; an approval checks again.
+            check_plan(txn, &reset, &selection, Lock::None, Whose::Caller).await?;
+            return super::approval::request(txn, caller, reset, approval_window).await;
         }
         store::resets::prepare_bulk(txn).await?;
-        let stored_items: Vec<PlanItem> = store::resets::items(txn, id, None, None, None)
-            .await?
-            .into_iter()
-            .map(stored::item_from_model)
-            .collect::<DomainResult<_>>()?;
-        let user_ids: Vec<_> = stored_items.iter().map(|i| i.user_id).collect();
-        let users =
-            store::resets::users_in(txn, &selection.ids(), &user_ids, Lock::ForUpdate).await?;
-        let current = current_plan(
-            txn,
-            &selection,
-            users,
-            &reset.options,
-            &reset.requested_by,
-            Lock::ForUpdate,
-        )
-        .await?;
-        check_still_allowed(&stored_items, &current.items)?;
-        // A changed policy or set of kinds is a stale plan, reported as such, before the
-        // options are checked against the customers as they are now (which only a summary
-        // stored before kinds were kept can still fail).
-        stale_check(&reset, &selection, &stored_items, &current.items)?;
-        selection.require_reset_options(reset.options.scope, &reset.options.method_kinds)?;
-
+        let checked = check_plan(txn, &reset, &selection, Lock::ForUpdate, Whose::Caller).await?;
         let now = crate::domain::now();
-        apply(txn, caller, &reset, &selection, &stored_items, &current, now).await?;
+        let applied = apply(txn, caller, &reset, &selection, &checked, None, now).await?;
         let finished = store::resets::transition(
             txn,
             id,
@@ -121,7 +95,7 @@ pub async fn confirm(
         tracing::info!(
             reset_id = %id,
             customers = reset.customer_ids.len(),
-            users = reset.summary.totals().users_to_reset,
+            users = applied,
             "MFA reset confirmed"
         );
         reset.state = ResetState::Confirmed;
@@ -131,11 +105,88 @@ pub async fn confirm(
     .await
 }
 
+/// ABORTED (ETAG_MISMATCH) unless `etag` is the reset's.
+pub(super) fn require_etag(reset: &MfaReset, etag: &str) -> DomainResult<()> {
+    if etag == reset.etag {
+        return Ok(());
+    }
+    Err(DomainError::Aborted {
+        reason: Reason::EtagMismatch,
+        message: "the etag is not this reset's; get the reset (or summarize again) and retry"
+            .into(),
+        details: Details::default().with("reset_id", reset.id),
+    })
+}
+
+/// Whose roles a check speaks of, in its message.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Whose {
+    /// The caller's own.
+    Caller,
+    /// The requester's, checked on an approval.
+    Requester,
+}
+
+impl Whose {
+    fn possessive(self) -> &'static str {
+        match self {
+            Whose::Caller => "your",
+            Whose::Requester => "the requester's",
+        }
+    }
+}
+
+/// A stored plan checked against the state now: its items, and the plan the state gives.
+pub(super) struct Checked {
+    /// The stored items, in summary order.
+    pub items: Vec<PlanItem>,
+    /// The plan now.
+    pub current: Current,
+}
+
+/// Re-plans the stored users from the requester's point of view (`selection` is resolved
+/// for the requester) and checks that nothing differs: a role downgrade since the summary is
+/// PERMISSION_DENIED, any other difference ABORTED (PLAN_STALE), an option that no longer
+/// applies FAILED_PRECONDITION. With [`Lock::ForUpdate`] the users and methods stay locked
+/// until the transaction ends (PostgreSQL).
+pub(super) async fn check_plan(
+    txn: &impl ConnectionTrait,
+    reset: &MfaReset,
+    selection: &Selection,
+    lock: Lock,
+    whose: Whose,
+) -> DomainResult<Checked> {
+    let items: Vec<PlanItem> = store::resets::items(txn, reset.id, None, None, None)
+        .await?
+        .into_iter()
+        .map(stored::item_from_model)
+        .collect::<DomainResult<_>>()?;
+    let user_ids: Vec<_> = items.iter().map(|i| i.user_id).collect();
+    let users = store::resets::users_in(txn, &selection.ids(), &user_ids, lock).await?;
+    let current = current_plan(
+        txn,
+        selection,
+        users,
+        &reset.options,
+        &reset.requested_by,
+        lock,
+    )
+    .await?;
+    check_still_allowed(&items, &current.items, whose)?;
+    // A changed policy or set of kinds is a stale plan, reported as such, before the
+    // options are checked against the customers as they are now (which only a summary
+    // stored before kinds were kept can still fail).
+    stale_check(reset, selection, &items, &current.items)?;
+    selection.require_reset_options(reset.options.scope, &reset.options.method_kinds)?;
+    Ok(Checked { items, current })
+}
+
 /// A role downgrade since the summary (an admin planned for reset would now be
 /// protected) is a permission problem, not a stale plan.
 fn check_still_allowed(
     stored: &[PlanItem],
     current: &HashMap<UserId, PlanItem>,
+    whose: Whose,
 ) -> DomainResult<()> {
     let mut now_protected: Vec<CustomerId> = stored
         .iter()
@@ -156,7 +207,8 @@ fn check_still_allowed(
     Err(DomainError::PermissionDenied {
         reason: Reason::RoleTooWeak,
         message: format!(
-            "your role no longer allows resetting admins in customer(s) {}",
+            "{} role no longer allows resetting admins in customer(s) {}",
+            whose.possessive(),
             list_ids(&now_protected).replace(',', ", ")
         ),
         customer_ids: now_protected,
@@ -248,18 +300,20 @@ fn stale_check(
     })
 }
 
-/// The writes of a confirm: delete and deactivate the planned methods, mark the users, and
-/// write one audit event per affected user: one statement for each kind of write, whatever
-/// the number of users.
-async fn apply(
+/// The writes of a confirm or an approval: delete and deactivate the planned methods, mark
+/// the users, and write one audit event per affected user (naming the approver, if one):
+/// one statement for each kind of write, whatever the number of users. Returns how many
+/// users were reset.
+pub(super) async fn apply(
     txn: &impl ConnectionTrait,
     caller: &Caller,
     reset: &MfaReset,
     selection: &Selection,
-    items: &[PlanItem],
-    current: &Current,
+    checked: &Checked,
+    approved_by: Option<&str>,
     now: DateTime<Utc>,
-) -> DomainResult<()> {
+) -> DomainResult<usize> {
+    let Checked { items, current } = checked;
     let customer_ids = selection.ids();
     let policy = |c: CustomerId| {
         selection
@@ -305,7 +359,7 @@ async fn apply(
             deleted,
             deactivated,
             requested_by: reset.requested_by.clone(),
-            approved_by: None,
+            approved_by: approved_by.map(str::to_string),
         };
         let event = AuditEvent::new(caller, item.customer_id, details, now)
             .user(after)
@@ -326,5 +380,5 @@ async fn apply(
         return Err(lost_race());
     }
     audit::record(txn, events).await?;
-    Ok(())
+    Ok(affected.len())
 }

@@ -1,13 +1,15 @@
 //! The two-phase MFA reset. [`summarize`] plans and stores; [`confirm`] applies exactly that
-//! plan once, all or nothing; [`cancel`], [`get`], [`list`] and [`list_items`] complete the
+//! plan once, all or nothing, or, for a reset that needs four-eyes approval, hands it to
+//! [`approve`] or [`reject`]; [`cancel`], [`get`], [`list`] and [`list_items`] complete the
 //! life cycle. Both the Users and the AuthenticationMethods services call these.
 //!
 //! The phases live in their own files: `plan` (pure rules: what happens to each method, what
-//! changed since), `summarize`, `confirm`, `life_cycle` (cancel, get, lists) and `stored` (how
-//! a plan is kept). Cost grows with the users in a reset, never with a query per user: users
+//! changed since), `summarize`, `confirm`, `approval`, `life_cycle` (cancel, get, lists) and
+//! `stored` (how a plan is kept). Cost grows with the users in a reset, never with a query per user: users
 //! and methods are loaded and changed with set-based statements, each list of ids or rows
 //! one parameter (`store::bulk`).
 
+mod approval;
 mod confirm;
 mod life_cycle;
 pub mod plan;
@@ -21,6 +23,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use self::plan::{Summary, UserFacts};
 pub use self::{
+    approval::{approve, reject},
     confirm::confirm,
     life_cycle::{ItemOutcome, ItemQuery, ResetQuery, cancel, get, list, list_items},
     summarize::summarize,

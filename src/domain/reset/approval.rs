@@ -1,0 +1,369 @@
+//! Four-eyes approval of large resets. A summary that meets a customer's threshold
+//! (`approval_required`) is confirmed by its requester into AWAITING_APPROVAL ([`request`],
+//! called by the confirm); another administrator then approves it ([`approve`]: re-planned
+//! from the requester's point of view and applied by the confirm's own engine) or rejects it
+//! ([`reject`]). Each step is one transaction with its audit events.
+
+use std::collections::BTreeSet;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use super::{
+    MfaReset, PlanItem, ResetState,
+    confirm::{Checked, Whose, apply, check_plan, require_etag},
+    load_visible, state_error, stored, unchanged,
+};
+use crate::{
+    domain::{
+        Caller, DomainError, DomainResult,
+        audit::{self, AuditDetails, AuditEvent},
+        idempotency::{self, Answer, Idempotency},
+        ids::{CustomerId, ResetId},
+        model::Action,
+        reason::Reason,
+        selection::{Selection, list_ids},
+    },
+    store::{self, entities::mfa_resets, resets::Lock},
+};
+
+/// The requester's confirm of a reset that needs approval, after the confirm's checks:
+/// AWAITING_APPROVAL until `window` from now, with a RESET_APPROVAL_REQUESTED event per
+/// customer of the reset. Nothing else changes.
+pub(super) async fn request(
+    txn: &impl ConnectionTrait,
+    caller: &Caller,
+    mut reset: MfaReset,
+    window: std::time::Duration,
+) -> DomainResult<MfaReset> {
+    let now = crate::domain::now();
+    let expires_at = now + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(1));
+    let moved = store::resets::transition(
+        txn,
+        reset.id,
+        &[ResetState::Pending],
+        ResetState::AwaitingApproval,
+        [
+            (
+                mfa_resets::Column::ConfirmedBy,
+                caller.subject.clone().into(),
+            ),
+            (mfa_resets::Column::ConfirmedAt, now.into()),
+            (mfa_resets::Column::ExpiresAt, expires_at.into()),
+        ],
+    )
+    .await?;
+    if !moved {
+        return Err(unchanged(txn, reset.id).await?);
+    }
+    let events = reset
+        .summary
+        .customers
+        .iter()
+        .map(|c| {
+            let details = AuditDetails::ResetApprovalRequested {
+                users_to_reset: c.counts.users_to_reset,
+                approval_required: c.approval_required(),
+            };
+            AuditEvent::new(caller, c.customer_id, details, now)
+                .reset(reset.id)
+                .reason(&reset.reason)
+        })
+        .collect();
+    audit::record(txn, events).await?;
+    tracing::info!(
+        reset_id = %reset.id,
+        customers = reset.customer_ids.len(),
+        users = reset.summary.totals().users_to_reset,
+        "MFA reset awaits approval"
+    );
+    reset.state = ResetState::AwaitingApproval;
+    reset.confirmed = Some((caller.subject.clone(), now));
+    reset.expires_at = expires_at;
+    Ok(reset)
+}
+
+/// Approves a reset that awaits approval and applies it, all or nothing, through the
+/// confirm's engine: re-planned from the requester's point of view (stale: ABORTED
+/// PLAN_STALE, nothing applied, still awaiting), under the requester's roles as they are now
+/// and the approver's. One MFA_RESET event per user reset (actor the approver, naming the
+/// requester) and a RESET_APPROVED event per customer. Approving an approved reset returns
+/// it again; concurrent approvals queue on the reset's row lock, so it is applied once.
+pub async fn approve(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    idempotency: Idempotency<'_, MfaReset>,
+    id: ResetId,
+    etag: &str,
+) -> DomainResult<Answer<MfaReset>> {
+    let requester = precheck_approver(db, caller, id).await?;
+    idempotency::write(db, caller, idempotency, async |txn| {
+        // Both principals' roles held until the reset is applied, as a confirm holds the
+        // requester's: a revoke of either waits, and none committed before is ignored.
+        store::roles::lock_assignments(txn, &[&caller.subject, &requester]).await?;
+        let (mut reset, approver) = load_visible(txn, caller, id, true).await?;
+        require_not_requester(caller, &reset)?;
+        approver.require(Action::ResetMfa)?;
+        require_etag(&reset, etag)?;
+        match reset.state {
+            ResetState::Confirmed if reset.approved.is_some() => return Ok(reset),
+            ResetState::AwaitingApproval => {}
+            _ => return Err(state_error(&reset)),
+        }
+        // The plan as the requester would make it now, under their roles now.
+        let as_requested = Selection::resolve(
+            txn,
+            &reset.requested_by,
+            &reset.customer_ids,
+            Action::ResetMfa,
+        )
+        .await
+        .map_err(requesters_roles)?;
+        store::resets::prepare_bulk(txn).await?;
+        let checked = check_plan(
+            txn,
+            &reset,
+            &as_requested,
+            Lock::ForUpdate,
+            Whose::Requester,
+        )
+        .await?;
+        require_approver_of(caller, &approver, &checked)?;
+
+        let now = crate::domain::now();
+        let applied = apply(
+            txn,
+            caller,
+            &reset,
+            &as_requested,
+            &checked,
+            Some(&caller.subject),
+            now,
+        )
+        .await?;
+        let finished = store::resets::transition(
+            txn,
+            id,
+            &[ResetState::AwaitingApproval],
+            ResetState::Confirmed,
+            [
+                (
+                    mfa_resets::Column::ApprovedBy,
+                    caller.subject.clone().into(),
+                ),
+                (mfa_resets::Column::ApprovedAt, now.into()),
+            ],
+        )
+        .await?;
+        if !finished {
+            return Err(unchanged(txn, id).await?);
+        }
+        let events = reset
+            .summary
+            .customers
+            .iter()
+            .map(|c| {
+                let details = AuditDetails::ResetApproved {
+                    requested_by: reset.requested_by.clone(),
+                    users_reset: c.counts.users_to_reset,
+                };
+                AuditEvent::new(caller, c.customer_id, details, now)
+                    .reset(id)
+                    .reason(&reset.reason)
+            })
+            .collect();
+        audit::record(txn, events).await?;
+        tracing::info!(
+            reset_id = %id,
+            customers = reset.customer_ids.len(),
+            users = applied,
+            "MFA reset approved and applied"
+        );
+        reset.state = ResetState::Confirmed;
+        reset.approved = Some((caller.subject.clone(), now));
+        Ok(reset)
+    })
+    .await
+}
+
+/// Rejects a reset that awaits approval (REJECTED), with `reason` and a RESET_REJECTED event
+/// per customer; nothing is applied. Needs what an approval needs of the approver.
+/// Rejecting a rejected reset returns it again.
+pub async fn reject(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    idempotency: Idempotency<'_, MfaReset>,
+    id: ResetId,
+    reason: &str,
+) -> DomainResult<Answer<MfaReset>> {
+    precheck_approver(db, caller, id).await?;
+    idempotency::write(db, caller, idempotency, async |txn| {
+        store::roles::lock_assignments(txn, &[&caller.subject]).await?;
+        let (mut reset, approver) = load_visible(txn, caller, id, true).await?;
+        require_not_requester(caller, &reset)?;
+        approver.require(Action::ResetMfa)?;
+        match reset.state {
+            ResetState::Rejected => return Ok(reset),
+            ResetState::AwaitingApproval => {}
+            _ => return Err(state_error(&reset)),
+        }
+        let items: Vec<PlanItem> = store::resets::items(txn, id, None, None, None)
+            .await?
+            .into_iter()
+            .map(stored::item_from_model)
+            .collect::<DomainResult<_>>()?;
+        require_approver_of_items(caller, &approver, items.iter())?;
+
+        let now = crate::domain::now();
+        let rejected = store::resets::transition(
+            txn,
+            id,
+            &[ResetState::AwaitingApproval],
+            ResetState::Rejected,
+            [
+                (
+                    mfa_resets::Column::RejectedBy,
+                    caller.subject.clone().into(),
+                ),
+                (mfa_resets::Column::RejectedAt, now.into()),
+                (
+                    mfa_resets::Column::RejectionReason,
+                    reason.to_string().into(),
+                ),
+            ],
+        )
+        .await?;
+        if !rejected {
+            return Err(unchanged(txn, id).await?);
+        }
+        let events = reset
+            .customer_ids
+            .iter()
+            .map(|&customer| {
+                let details = AuditDetails::ResetRejected {
+                    requested_by: reset.requested_by.clone(),
+                };
+                AuditEvent::new(caller, customer, details, now)
+                    .reset(id)
+                    .reason(reason)
+            })
+            .collect();
+        audit::record(txn, events).await?;
+        tracing::info!(reset_id = %id, "MFA reset rejected");
+        reset.state = ResetState::Rejected;
+        reset.rejected = Some((caller.subject.clone(), now));
+        reset.rejection_reason = Some(reason.to_string());
+        Ok(reset)
+    })
+    .await
+}
+
+/// Checks that need no lock, made before a write transaction begins (see
+/// `precheck_requester`); returns the reset's requester.
+async fn precheck_approver(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    id: ResetId,
+) -> DomainResult<String> {
+    let (reset, approver) = load_visible(db, caller, id, false).await?;
+    require_not_requester(caller, &reset)?;
+    approver.require(Action::ResetMfa)?;
+    Ok(reset.requested_by)
+}
+
+/// FAILED_PRECONDITION (SELF_APPROVAL) for the requester: a second administrator decides.
+fn require_not_requester(caller: &Caller, reset: &MfaReset) -> DomainResult<()> {
+    if reset.requested_by != caller.subject {
+        return Ok(());
+    }
+    Err(DomainError::precondition(
+        Reason::SelfApproval,
+        "you requested this reset: another administrator must approve or reject it (you may cancel it)",
+    )
+    .with_metadata("reset_id", reset.id))
+}
+
+/// The approver's part of an approval, against the plan as it is now: see
+/// [`require_approver_of_items`].
+fn require_approver_of(
+    caller: &Caller,
+    approver: &Selection,
+    checked: &Checked,
+) -> DomainResult<()> {
+    require_approver_of_items(
+        caller,
+        approver,
+        checked.items.iter().chain(
+            checked
+                .current
+                .items
+                .values()
+                .filter(|i| i.skip_reason.is_none()),
+        ),
+    )
+}
+
+/// PERMISSION_DENIED unless the approver may reset admins wherever these items reset one
+/// (ROLE_TOO_WEAK), and is not one of the users they reset (SELF). Skipped items count for
+/// neither.
+fn require_approver_of_items<'a>(
+    caller: &Caller,
+    approver: &Selection,
+    items: impl Iterator<Item = &'a PlanItem>,
+) -> DomainResult<()> {
+    let mut admins_in = BTreeSet::new();
+    let mut resets_approver = false;
+    for item in items.filter(|i| i.skip_reason.is_none()) {
+        if item.admin {
+            admins_in.insert(item.customer_id);
+        }
+        resets_approver |= item.external_subject.as_deref() == Some(caller.subject.as_str());
+    }
+    if resets_approver {
+        return Err(DomainError::permission(
+            Reason::SelfUser,
+            "this reset resets your own user's MFA: another administrator must approve it",
+        ));
+    }
+    let lacking: Vec<CustomerId> = admins_in
+        .into_iter()
+        .filter(|&c| !approver.grants().allows(c, Action::ResetAdminMfa))
+        .collect();
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    Err(DomainError::PermissionDenied {
+        reason: Reason::RoleTooWeak,
+        message: format!(
+            "this reset resets admins in customer(s) {}, where your role does not allow {}",
+            list_ids(&lacking).replace(',', ", "),
+            Action::ResetAdminMfa.as_str()
+        ),
+        customer_ids: lacking,
+        action: Some(Action::ResetAdminMfa),
+    })
+}
+
+/// The requester's roles no longer allowing the reset, told to the approver as such
+/// (PERMISSION_DENIED, ROLE_TOO_WEAK, naming the customers).
+fn requesters_roles(error: DomainError) -> DomainError {
+    match error {
+        DomainError::PermissionDenied {
+            customer_ids,
+            action,
+            ..
+        } => {
+            let action = action.unwrap_or(Action::ResetMfa);
+            DomainError::PermissionDenied {
+                reason: Reason::RoleTooWeak,
+                message: format!(
+                    "the requester's roles no longer allow {} in customer(s) {}: the reset cannot be approved; reject it",
+                    action.as_str(),
+                    list_ids(&customer_ids).replace(',', ", ")
+                ),
+                customer_ids,
+                action: Some(action),
+            }
+        }
+        other => other,
+    }
+}
