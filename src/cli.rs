@@ -9,7 +9,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::{
     auth::{ServerSecret, mint_dev_token},
-    config::{Cli, Command, CommonArgs, RoleArgs, Settings},
+    config::{Cli, Command, CommonArgs, HealthArgs, RoleArgs, Settings},
     demo,
     domain::{
         DomainError,
@@ -86,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("purged {purged} audit event(s) that happened before {cutoff}");
             Ok(())
         }
+        Command::Health(args) => health(&args).await,
         Command::Roles(args) => {
             let db = open(&cli.common).await?;
             let assignments = store::roles::list(&db, args.subject.as_deref()).await?;
@@ -156,6 +157,48 @@ async fn change_role(common: &CommonArgs, args: &RoleArgs, grant: bool) -> anyho
         RoleChange::Unchanged => format!("already {verb}; nothing changed"),
     };
     println!("{} {} on {}: {state}", args.subject, role, args.customer);
+    Ok(())
+}
+
+/// `health`: one gRPC health check; prints SERVING, or fails naming the status.
+async fn health(args: &HealthArgs) -> anyhow::Result<()> {
+    use tonic::transport::Endpoint;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    let timeout = Duration::from_secs(args.timeout_secs.max(1));
+    let scheme = if args.tls_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", args.addr))
+        .with_context(|| format!("--addr {} is not HOST:PORT", args.addr))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    if let Some(ca) = &args.tls_ca {
+        let identity = args
+            .tls_client_cert
+            .as_deref()
+            .zip(args.tls_client_key.as_deref());
+        let tls = crate::tls::client_config(ca, args.tls_server_name.as_deref(), identity)?;
+        endpoint = endpoint.tls_config(tls).context("setting up TLS")?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", args.addr))?;
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: args.service.clone(),
+        })
+        .await
+        .with_context(|| format!("health check of {:?}", args.service))?
+        .into_inner()
+        .status();
+    if status != ServingStatus::Serving {
+        bail!("{} is {}", args.addr, status.as_str_name());
+    }
+    println!("{}", status.as_str_name());
     Ok(())
 }
 

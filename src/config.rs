@@ -107,12 +107,45 @@ pub enum Command {
     /// List role assignments.
     Roles(RolesArgs),
     /// Delete stored MFA resets (summaries and their items) that can no longer change:
-    /// confirmed, cancelled or expired, and older than the retention period.
+    /// confirmed, cancelled, rejected or expired, and older than the retention period.
     PurgeResets(PurgeArgs),
     /// Delete audit events older than the retention period, except those of MFA resets still
     /// awaiting approval. A change-stream cursor older than what was deleted is then refused
     /// (CURSOR_EXPIRED).
     PurgeAudit(PurgeAuditArgs),
+    /// Ask a running server whether it is SERVING (gRPC health): exits 0 if so, 1 if not or
+    /// unreachable. For container health checks, without extra tools.
+    Health(HealthArgs),
+}
+
+/// Flags of `health`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The server's address (`HOST:PORT`).
+    #[arg(long, env = "MFA_RESET_HEALTH_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// The service to ask about (`mfareset.v1.Users`, ...); empty: the server as a whole.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 5)]
+    pub timeout_secs: u64,
+    /// Speak TLS, trusting this PEM CA certificate for the server's.
+    #[arg(long, env = "MFA_RESET_HEALTH_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the host of `--addr`).
+    #[arg(long, requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+    /// Client certificate (PEM) for a server that requires one, with `--tls-client-key`.
+    #[arg(long, env = "MFA_RESET_HEALTH_TLS_CLIENT_CERT", requires_all = ["tls_ca", "tls_client_key"])]
+    pub tls_client_cert: Option<PathBuf>,
+    /// Private key of `--tls-client-cert`.
+    #[arg(
+        long,
+        env = "MFA_RESET_HEALTH_TLS_CLIENT_KEY",
+        requires = "tls_client_cert"
+    )]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 /// Flags of `purge-audit`.
@@ -234,6 +267,45 @@ pub struct ServeArgs {
     /// Change streams open at once on this replica.
     #[arg(long, env = "MFA_RESET_WATCH_MAX_STREAMS", default_value_t = 1024)]
     pub watch_max_streams: usize,
+    /// PEM certificate chain to serve TLS with (with `--tls-key`). Without it the server
+    /// speaks plaintext HTTP/2 (behind a TLS-terminating proxy, or for development).
+    #[arg(long, env = "MFA_RESET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "MFA_RESET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mutual TLS
+    /// for internal services). The bearer token still names the principal and stays
+    /// required. Needs `--tls-cert`.
+    #[arg(long, env = "MFA_RESET_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Interval of HTTP/2 keepalive pings on idle connections, in seconds (0: off); a
+    /// client that does not answer within `--http2-keepalive-timeout-secs` is dropped.
+    #[arg(long, env = "MFA_RESET_HTTP2_KEEPALIVE_SECS", default_value_t = 60)]
+    pub http2_keepalive_secs: u64,
+    /// How long a keepalive ping waits for its answer, in seconds.
+    #[arg(
+        long,
+        env = "MFA_RESET_HTTP2_KEEPALIVE_TIMEOUT_SECS",
+        default_value_t = 20
+    )]
+    pub http2_keepalive_timeout_secs: u64,
+    /// After this many seconds a connection is asked to close (HTTP/2 GOAWAY), so that
+    /// long-lived clients reconnect and spread over replicas as they scale (0: never).
+    #[arg(
+        long,
+        env = "MFA_RESET_MAX_CONNECTION_AGE_SECS",
+        default_value_t = 1800
+    )]
+    pub max_connection_age_secs: u64,
+    /// How long calls on a connection past its age may still take before it is closed, in
+    /// seconds (change streams then end and reconnect with their cursor).
+    #[arg(
+        long,
+        env = "MFA_RESET_MAX_CONNECTION_AGE_GRACE_SECS",
+        default_value_t = 300
+    )]
+    pub max_connection_age_grace_secs: u64,
 }
 
 /// Flags of `token`.
@@ -322,6 +394,46 @@ pub struct Settings {
     pub request_id_purge_interval: Duration,
     /// Change streams.
     pub watch: WatchSettings,
+    /// TLS, keepalive and connection age.
+    pub transport: TransportSettings,
+}
+
+/// The server's certificate, key and (for mutual TLS) client CA, as PEM files.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+    /// CA certificates that client certificates must chain to, if any.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// How connections are served.
+#[derive(Clone, Debug)]
+pub struct TransportSettings {
+    /// TLS, if any.
+    pub tls: Option<TlsFiles>,
+    /// HTTP/2 keepalive ping interval (`None`: off).
+    pub http2_keepalive: Option<Duration>,
+    /// How long a ping waits for its answer.
+    pub http2_keepalive_timeout: Duration,
+    /// When a connection is asked to close (`None`: never).
+    pub max_connection_age: Option<Duration>,
+    /// How long its calls may then still take.
+    pub max_connection_age_grace: Duration,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        TransportSettings {
+            tls: None,
+            http2_keepalive: Some(Duration::from_secs(60)),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            max_connection_age: Some(Duration::from_secs(1800)),
+            max_connection_age_grace: Duration::from_secs(300),
+        }
+    }
 }
 
 /// How change streams (`WatchAuditEvents`) run.
@@ -394,8 +506,30 @@ impl Settings {
                 max_streams_per_principal: serve.watch_max_streams_per_principal,
                 max_streams: serve.watch_max_streams,
             },
+            transport: TransportSettings {
+                tls: serve
+                    .tls_cert
+                    .clone()
+                    .zip(serve.tls_key.clone())
+                    .map(|(cert, key)| TlsFiles {
+                        cert,
+                        key,
+                        client_ca: serve.tls_client_ca.clone(),
+                    }),
+                http2_keepalive: seconds_or_off(serve.http2_keepalive_secs),
+                http2_keepalive_timeout: Duration::from_secs(
+                    serve.http2_keepalive_timeout_secs.max(1),
+                ),
+                max_connection_age: seconds_or_off(serve.max_connection_age_secs),
+                max_connection_age_grace: Duration::from_secs(serve.max_connection_age_grace_secs),
+            },
         }
     }
+}
+
+/// `secs` seconds, or `None` for 0.
+fn seconds_or_off(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! Data flows one way: [`api`] (gRPC edge) -> [`domain`] (rules) -> [`store`] (sea-orm).
 //! [`server`] composes the services with health, reflection and the tower [`layers`];
 //! [`config`] holds every setting; [`telemetry`] sets up tracing and OpenTelemetry;
-//! [`auth`] verifies bearer tokens; [`cli`] runs the operator subcommands; [`demo`]
-//! seeds demo data.
+//! [`auth`] verifies bearer tokens; [`tls`] reads certificates; [`cli`] runs the operator
+//! subcommands; [`demo`] seeds demo data.
 
 // Outside tests, a panic is never how an error is reported: every fallible step returns one.
 #![cfg_attr(
@@ -24,3 +24,4 @@ pub mod proto;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

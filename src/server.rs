@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tonic::{
     codec::CompressionEncoding,
     server::NamedService,
-    transport::{Server, server::TcpIncoming},
+    transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -57,12 +57,20 @@ pub struct Application {
     settings: Settings,
     state: Arc<AppState>,
     verifier: Arc<TokenVerifier>,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl Application {
     /// Opens (and migrates) the database, loads or creates the server secret, sets up
-    /// token verification and binds the listener (port 0 picks a free port).
+    /// token verification, reads the TLS files and binds the listener (port 0 picks a free
+    /// port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let tls = settings
+            .transport
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let mut db =
             store::connect_with_pool(&settings.database_url, Some(settings.db_max_connections))
                 .await
@@ -109,6 +117,7 @@ impl Application {
             settings,
             state,
             verifier,
+            tls,
         })
     }
 
@@ -150,9 +159,10 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        // Every service: the message size limit both ways, and gzip-compressed requests
-        // accepted (large selections compress well; the size limit applies after
-        // decompression). Responses are sent as they are.
+        // Every service: the message size limit both ways, and gzip both ways: requests
+        // accepted compressed (large selections compress well; the size limit applies after
+        // decompression), answers compressed for clients that accept gzip (large summaries
+        // and pages of items).
         let max = self.settings.max_message_bytes;
         macro_rules! configured {
             ($server:expr) => {
@@ -160,6 +170,7 @@ impl Application {
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max)
                     .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip)
             };
         }
         let state = self.state.clone();
@@ -200,8 +211,27 @@ impl Application {
             tokio::time::sleep(grace).await;
         };
 
-        tracing::info!(address = %self.listener.local_addr()?, "mfa-reset serving");
-        let serve = Server::builder()
+        let transport = &self.settings.transport;
+        tracing::info!(
+            address = %self.listener.local_addr()?,
+            tls = self.tls.is_some(),
+            client_certificates = transport.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            "mfa-reset serving"
+        );
+        let mut server = Server::builder();
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls).context("setting up TLS")?;
+        }
+        if let Some(age) = transport.max_connection_age {
+            // Long-lived clients (change streams, pooled channels) reconnect now and then,
+            // and so spread over the replicas a load balancer adds.
+            server = server
+                .max_connection_age(age)
+                .max_connection_age_grace(transport.max_connection_age_grace);
+        }
+        let serve = server
+            .http2_keepalive_interval(transport.http2_keepalive)
+            .http2_keepalive_timeout(Some(transport.http2_keepalive_timeout))
             // Deadlines are the deadline layer's (with an ErrorInfo), not tonic's timeout.
             // Header blocks far larger than the biggest token accepted (16 KiB) still reach
             // the auth layer, which refuses the token with a gRPC status: a smaller limit

@@ -6,7 +6,7 @@ use std::{future::Future, panic::AssertUnwindSafe, path::PathBuf, time::Duration
 use futures::FutureExt;
 use mfa_reset::{
     auth::{AuthSettings, ServerSecret, mint_dev_token},
-    config::{Settings, WatchSettings},
+    config::{Settings, TransportSettings, WatchSettings},
     domain::{ids::CustomerId, model::Role},
     proto::v1::{
         self as pb, audit_log_client::AuditLogClient,
@@ -197,6 +197,7 @@ impl TestSettings for Settings {
             approval_ttl: Duration::from_secs(24 * 3600),
             request_id_purge_interval: Duration::from_secs(3600),
             watch: WatchSettings::default(),
+            transport: TransportSettings::default(),
         }
     }
 }

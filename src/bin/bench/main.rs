@@ -254,6 +254,7 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
             max_streams_per_principal: 256,
             ..mfa_reset::config::WatchSettings::default()
         },
+        transport: mfa_reset::config::TransportSettings::default(),
     };
     // Builds (and migrates) first: the schema is the service's own.
     let app = Application::build(settings)
