@@ -70,9 +70,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(args) => change_role(&cli.common, &args, false).await,
         Command::PurgeResets(args) => {
             let db = open(&cli.common).await?;
-            let now = crate::domain::now();
-            let cutoff = now - chrono::Duration::days(i64::from(args.older_than_days));
             let txn = store::begin_write(&db).await?;
+            // The database's clock, which decides expiry everywhere else, not this machine's.
+            let now = store::db_now(&txn).await?;
+            let cutoff = now - chrono::Duration::days(i64::from(args.older_than_days));
             let purged = store::resets::purge_finished(&txn, cutoff, now).await?;
             store::commit(txn).await?;
             println!("purged {purged} finished MFA reset(s) made before {cutoff}");

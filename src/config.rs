@@ -170,7 +170,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "MFA_RESET_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Seed demo customers, users and roles (idempotent) and print a token for `demo-admin`.
+    /// Seed demo customers, users and roles (idempotent) and print tokens for `demo-admin`
+    /// and `demo-approver`.
     #[arg(long, env = "MFA_RESET_DEMO")]
     pub demo: bool,
     /// PEM public key (RSA, EC P-256 or Ed25519) to verify tokens with; repeatable.

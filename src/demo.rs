@@ -186,6 +186,13 @@ pub async fn seed(db: &DatabaseConnection) -> anyhow::Result<Seeded> {
     let mut seeded = Seeded::default();
     for spec in &CUSTOMERS {
         let customer = match store::customers::find_by_name(&txn, spec.name).await? {
+            // A data directory seeded before thresholds existed gets its threshold, so that
+            // the walkthrough's approval works there too.
+            Some(existing) if existing.approval_threshold == 0 && spec.approval_threshold > 0 => {
+                let setting = store::customers::Setting::ApprovalThreshold(spec.approval_threshold);
+                store::customers::set(&txn, existing.id.into(), setting, now).await?;
+                existing
+            }
             Some(existing) => existing,
             None => {
                 store::customers::insert(

@@ -281,15 +281,26 @@ impl ApprovalWorld {
     }
 
     /// Alice and Root (an admin) in `enforced`, Oscar in `optional`: three users reset, two
-    /// in `enforced`, whose threshold is 2.
+    /// in `enforced`, whose threshold is 2. And ADMIN's own user, skipped (SELF) as ADMIN
+    /// planned it: an approval that re-planned from the approver's point of view would
+    /// differ, and be stale.
     async fn large_reset(&self, app: &TestApp) -> pb::MfaReset {
         let reset = summarize(
             app,
             &self.selection(),
-            &[&self.w.alice.id, &self.w.root.id, &self.oscar.id],
+            &[
+                &self.w.alice.id,
+                &self.w.root.id,
+                &self.oscar.id,
+                &self.w.me.id,
+            ],
         )
         .await;
         assert!(reset.approval_required);
+        assert_eq!(
+            reset.totals.as_ref().map(|t| t.users_to_reset_count),
+            Some(3)
+        );
         reset
     }
 
@@ -397,8 +408,13 @@ async fn active_methods(app: &TestApp, user: &pb::User) -> usize {
         .count()
 }
 
-/// Asserts that none of the reset's users lost a method and no MFA_RESET event exists.
-async fn nothing_applied(app: &TestApp, aw: &ApprovalWorld, before: &[usize]) {
+/// Asserts that none of the reset's users lost a method and `reset` has no MFA_RESET event.
+async fn nothing_applied(
+    app: &TestApp,
+    aw: &ApprovalWorld,
+    before: &[usize],
+    reset: &pb::MfaReset,
+) {
     for (user, count) in aw.reset_users().into_iter().zip(before) {
         assert_eq!(
             active_methods(app, user).await,
@@ -407,8 +423,12 @@ async fn nothing_applied(app: &TestApp, aw: &ApprovalWorld, before: &[usize]) {
             user.display_name
         );
     }
-    let resets = audit_events(app, &aw.selection(), pb::AuditAction::MfaReset, "").await;
-    assert!(resets.is_empty(), "{resets:?}");
+    let applied: Vec<_> = audit_events(app, &aw.selection(), pb::AuditAction::MfaReset, "")
+        .await
+        .into_iter()
+        .filter(|e| e.reset_id == reset.id)
+        .collect();
+    assert!(applied.is_empty(), "{applied:?}");
 }
 
 async fn method_counts(app: &TestApp, aw: &ApprovalWorld) -> Vec<usize> {
@@ -457,7 +477,7 @@ async fn the_requesters_confirm_awaits_approval_and_applies_nothing(app: &TestAp
         "expires {expires}, confirmed {confirmed_at}"
     );
     assert_eq!(get_reset(app, APPROVER, &reset).await, awaiting);
-    nothing_applied(app, &aw, &before).await;
+    nothing_applied(app, &aw, &before, &reset).await;
 
     // One RESET_APPROVAL_REQUESTED per customer, saying which threshold asks for it.
     let events = audit_events(
@@ -503,7 +523,7 @@ async fn the_requesters_confirm_awaits_approval_and_applies_nothing(app: &TestAp
     );
     let own = reject(app, ADMIN, &reset, "changed my mind").await;
     assert_error(own, Code::FailedPrecondition, "SELF_APPROVAL");
-    nothing_applied(app, &aw, &before).await;
+    nothing_applied(app, &aw, &before, &reset).await;
 
     // The requester may still cancel it; then nobody can approve it.
     let cancelled = app
@@ -533,7 +553,7 @@ async fn the_requesters_confirm_awaits_approval_and_applies_nothing(app: &TestAp
     let late = approve(app, APPROVER, &reset, "").await;
     assert_error(late, Code::FailedPrecondition, "RESET_CANCELLED");
     assert!(inbox(app, APPROVER, &aw).await.is_empty());
-    nothing_applied(app, &aw, &before).await;
+    nothing_applied(app, &aw, &before, &reset).await;
 }
 
 backend_test!(an_approval_applies_the_plan_exactly_once_naming_both_principals);
@@ -567,10 +587,12 @@ async fn an_approval_applies_the_plan_exactly_once_naming_both_principals(app: &
     let winner = winners.pop_first().expect("a winner");
     assert!(approvers.contains(&winner));
 
-    // Applied once: every user reset, one MFA_RESET each naming both principals.
+    // Applied once: every user reset, one MFA_RESET each naming both principals; ADMIN's own
+    // user skipped, as ADMIN's summary planned.
     for user in aw.reset_users() {
         assert_eq!(active_methods(app, user).await, 0, "{}", user.display_name);
     }
+    assert_eq!(active_methods(app, &aw.w.me).await, 1);
     let events = audit_events(app, &aw.selection(), pb::AuditAction::MfaReset, "").await;
     let mut reset_users: Vec<&str> = events.iter().map(|e| e.user_id.as_str()).collect();
     reset_users.sort();
@@ -605,18 +627,12 @@ async fn an_approval_applies_the_plan_exactly_once_naming_both_principals(app: &
     assert_eq!(got.approved_by, winner);
     assert!(inbox(app, APPROVER, &aw).await.is_empty());
 
-    // Approving again (another approver, or a retry) returns it and changes nothing; a
-    // request id replays the first answer; rejecting it now is refused.
+    // Approving again (another approver, or a retry) returns it and changes nothing;
+    // rejecting it now is refused.
     let again = approve(app, APPROVER, &reset, "")
         .await
         .expect("approve again");
     assert_eq!(again.approved_by, winner);
-    let key = uuid::Uuid::now_v7().to_string();
-    let first = approve(app, APPROVER, &reset, &key).await.expect("keyed");
-    assert_eq!(
-        approve(app, APPROVER, &reset, &key).await.expect("replay"),
-        first
-    );
     let too_late = reject(app, APPROVER, &reset, "too late").await;
     assert_error(too_late, Code::FailedPrecondition, "RESET_CONFIRMED");
     let events = audit_events(app, &aw.selection(), pb::AuditAction::MfaReset, "").await;
@@ -704,7 +720,7 @@ async fn approvers_need_a_role_allowing_the_reset_and_must_not_be_among_its_user
         Code::PermissionDenied,
         "SELF",
     );
-    nothing_applied(app, &aw, &before).await;
+    nothing_applied(app, &aw, &before, &reset).await;
 
     // The requester's roles count too: with ADMIN's role in `optional` revoked, nobody can
     // approve what ADMIN asked for there.
@@ -718,7 +734,7 @@ async fn approvers_need_a_role_allowing_the_reset_and_must_not_be_among_its_user
     assert!(status.message().contains("requester"), "{status:?}");
     app.grant(ADMIN, Some(&w.optional.id), "AUTHENTICATION_ADMIN")
         .await;
-    nothing_applied(app, &aw, &before).await;
+    nothing_applied(app, &aw, &before, &reset).await;
     // And the requester's right to reset admins: downgraded in `enforced`.
     app.revoke(
         ADMIN,
@@ -734,7 +750,7 @@ async fn approvers_need_a_role_allowing_the_reset_and_must_not_be_among_its_user
         "ROLE_TOO_WEAK",
     );
     assert!(status.message().contains("requester's role"), "{status:?}");
-    nothing_applied(app, &aw, &before).await;
+    nothing_applied(app, &aw, &before, &reset).await;
     app.grant(
         ADMIN,
         Some(&w.enforced.id),
@@ -747,9 +763,36 @@ async fn approvers_need_a_role_allowing_the_reset_and_must_not_be_among_its_user
         get_reset(app, ADMIN, &reset).await.state(),
         pb::MfaResetState::AwaitingApproval
     );
-    let approved = approve(app, APPROVER, &reset, "").await.expect("approve");
+    let key = uuid::Uuid::now_v7().to_string();
+    let approved = approve(app, APPROVER, &reset, &key).await.expect("approve");
     assert_eq!(approved.state(), pb::MfaResetState::Confirmed);
     assert_eq!(approved.approved_by, APPROVER);
+    // The request id is remembered: reused for another request, it is refused.
+    let other = pb::MfaReset {
+        etag: "another etag".into(),
+        ..reset.clone()
+    };
+    assert_error(
+        approve(app, APPROVER, &other, &key).await,
+        Code::InvalidArgument,
+        "REQUEST_ID_REUSED",
+    );
+    // Once approved, those who could not approve it still cannot: no OK for them.
+    assert_error(
+        approve(app, "oscar-sub", &reset, "").await,
+        Code::PermissionDenied,
+        "SELF",
+    );
+    assert_error(
+        approve(app, weak, &reset, "").await,
+        Code::PermissionDenied,
+        "ROLE_TOO_WEAK",
+    );
+    assert_error(
+        reject(app, reader, &reset, "no").await,
+        Code::PermissionDenied,
+        "ROLE_TOO_WEAK",
+    );
 }
 
 backend_test!(an_approval_after_a_change_is_stale_and_the_reset_can_still_be_rejected);
@@ -788,6 +831,38 @@ async fn an_approval_after_a_change_is_stale_and_the_reset_can_still_be_rejected
     );
     assert_eq!(violated_fields(&status), ["reason"]);
 
+    // A reset below the threshold is its requester's to confirm; once confirmed, approving
+    // or rejecting it is still not something it awaits.
+    let small = summarize(app, &[&aw.w.enforced.id], &[&aw.w.alice.id]).await;
+    assert!(!small.approval_required);
+    assert_error(
+        approve(app, APPROVER, &small, "").await,
+        Code::FailedPrecondition,
+        "RESET_NOT_AWAITING_APPROVAL",
+    );
+    let small = confirm(app, ADMIN, &small)
+        .await
+        .expect("confirm the small one");
+    assert_eq!(small.state(), pb::MfaResetState::Confirmed);
+    assert_error(
+        approve(app, APPROVER, &small, "").await,
+        Code::FailedPrecondition,
+        "RESET_NOT_AWAITING_APPROVAL",
+    );
+    assert_error(
+        reject(app, APPROVER, &small, "no").await,
+        Code::FailedPrecondition,
+        "RESET_NOT_AWAITING_APPROVAL",
+    );
+    // Alice has nothing left; a phone again, for the large reset.
+    app.register_method(
+        &aw.w.alice,
+        pb::MethodKind::Phone,
+        pb::MethodScope::User,
+        "+1 555 123 0000",
+    )
+    .await;
+
     let reset = aw.awaiting(app).await;
     let wrong_etag = pb::MfaReset {
         etag: pending.etag.clone(),
@@ -814,7 +889,7 @@ async fn an_approval_after_a_change_is_stale_and_the_reset_can_still_be_rejected
         "PLAN_STALE",
     );
     assert!(status.message().contains(&added.id), "{status:?}");
-    nothing_applied(app, &aw, &before).await;
+    nothing_applied(app, &aw, &before, &reset).await;
     assert_eq!(
         get_reset(app, APPROVER, &reset).await.state(),
         pb::MfaResetState::AwaitingApproval,
@@ -837,7 +912,7 @@ async fn an_approval_after_a_change_is_stale_and_the_reset_can_still_be_rejected
         Code::FailedPrecondition,
         "RESET_REJECTED",
     );
-    nothing_applied(app, &aw, &before).await;
+    nothing_applied(app, &aw, &before, &reset).await;
     let events = audit_events(app, &aw.selection(), pb::AuditAction::ResetRejected, "").await;
     assert_eq!(events.len(), 2, "one per customer: {events:?}");
     for event in &events {
@@ -888,10 +963,79 @@ async fn an_approval_after_a_change_is_stale_and_the_reset_can_still_be_rejected
     );
 }
 
+backend_test!(approve_reject_and_cancel_at_once_end_in_exactly_one_outcome);
+async fn approve_reject_and_cancel_at_once_end_in_exactly_one_outcome(app: &TestApp) {
+    let aw = approval_world(app).await;
+    let reset = aw.awaiting(app).await;
+    let approvals = (0..6).map(|_| approve(app, APPROVER, &reset, ""));
+    let rejections = (0..6).map(|_| reject(app, APPROVER, &reset, "no"));
+    let cancels = (0..6).map(|_| async {
+        app.users()
+            .cancel_mfa_reset(authed(
+                pb::CancelMfaResetRequest {
+                    reset_id: reset.id.clone(),
+                    reason: "withdrawn".into(),
+                    request_id: String::new(),
+                },
+                &app.token(ADMIN),
+            ))
+            .await
+            .map(|r| r.into_inner().mfa_reset.expect("reset"))
+    });
+    let (approved, rejected, cancelled) = tokio::join!(
+        futures::future::join_all(approvals),
+        futures::future::join_all(rejections),
+        futures::future::join_all(cancels),
+    );
+    let outcome = get_reset(app, ADMIN, &reset).await.state();
+    // Whoever won, every call of its kind answers it; every other call is refused with the
+    // state it found.
+    let (winners, losers, reason) = match outcome {
+        pb::MfaResetState::Confirmed => {
+            (approved, [rejected, cancelled].concat(), "RESET_CONFIRMED")
+        }
+        pb::MfaResetState::Rejected => (rejected, [approved, cancelled].concat(), "RESET_REJECTED"),
+        pb::MfaResetState::Cancelled => {
+            (cancelled, [approved, rejected].concat(), "RESET_CANCELLED")
+        }
+        other => panic!("no outcome: {other:?}"),
+    };
+    for answer in winners {
+        assert_eq!(answer.expect("the winning kind answers").state(), outcome);
+    }
+    for answer in losers {
+        assert_error(answer, Code::FailedPrecondition, reason);
+    }
+    let applied: Vec<_> = audit_events(app, &aw.selection(), pb::AuditAction::MfaReset, "")
+        .await
+        .into_iter()
+        .filter(|e| e.reset_id == reset.id)
+        .collect();
+    let expected = if outcome == pb::MfaResetState::Confirmed {
+        3
+    } else {
+        0
+    };
+    assert_eq!(applied.len(), expected, "{outcome:?}");
+    let mut decisions = 0;
+    for action in [
+        pb::AuditAction::ResetApproved,
+        pb::AuditAction::ResetRejected,
+        pb::AuditAction::ResetCancelled,
+    ] {
+        decisions += audit_events(app, &aw.selection(), action, "")
+            .await
+            .into_iter()
+            .filter(|e| e.reset_id == reset.id)
+            .count();
+    }
+    assert_eq!(decisions, 2, "one decision, one event per customer");
+}
+
 fn short_windows(database_url: String) -> mfa_reset::config::Settings {
     mfa_reset::config::Settings {
-        reset_ttl: std::time::Duration::from_secs(2),
-        approval_ttl: std::time::Duration::from_secs(5),
+        reset_ttl: std::time::Duration::from_secs(3),
+        approval_ttl: std::time::Duration::from_secs(8),
         ..<mfa_reset::config::Settings as TestSettings>::default_for_tests(database_url)
     }
 }
@@ -943,7 +1087,7 @@ async fn expires_after_the_window(app: &TestApp) {
     }
     let first = summarize(app, &[&aw.w.enforced.id], &[&others[0].id, &others[1].id]).await;
     assert!(first.approval_required);
-    // Both summarized with 2 s to confirm, confirmed at once: now 5 s to approve.
+    // Both summarized with 3 s to confirm, confirmed at once: now 8 s to approve.
     let first = confirm(app, ADMIN, &first).await.expect("confirm");
     let before = method_counts(app, &aw).await;
     let second = aw.awaiting(app).await;
@@ -951,14 +1095,14 @@ async fn expires_after_the_window(app: &TestApp) {
         let confirmed = reset.confirm_time.expect("confirmed").seconds;
         let expires = reset.expire_time.expect("expires").seconds;
         assert!(
-            (expires - confirmed - 5).abs() <= 1,
+            (expires - confirmed - 8).abs() <= 1,
             "the window moved: {reset:?}"
         );
     }
-    // Past the summary's 2 s, within the window: the first can still be approved.
+    // Past the summary's 3 s, within the window: the first can still be approved.
     sleep_past(
         &first.create_time.expect("created"),
-        std::time::Duration::from_millis(2500),
+        std::time::Duration::from_millis(3500),
     )
     .await;
     assert_eq!(

@@ -10,13 +10,14 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::{
     MfaReset, PlanItem, ResetState,
-    confirm::{Checked, Whose, apply, check_plan, require_etag},
-    load_visible, state_error, stored, unchanged,
+    confirm::{Checked, Whose, apply, check_plan, require_etag, stored_items},
+    load_visible, state_error, unchanged,
 };
 use crate::{
     domain::{
         Caller, DomainError, DomainResult,
         audit::{self, AuditDetails, AuditEvent},
+        error::MetadataValue,
         idempotency::{self, Answer, Idempotency},
         ids::{CustomerId, ResetId},
         model::Action,
@@ -104,10 +105,13 @@ pub async fn approve(
         require_not_requester(caller, &reset)?;
         approver.require(Action::ResetMfa)?;
         require_etag(&reset, etag)?;
+        // Before anything is locked for the plan: one who may not approve waits for nothing.
+        let items = stored_items(txn, id).await?;
+        require_approver_of_items(caller, &approver, items.iter())?;
         match reset.state {
             ResetState::Confirmed if reset.approved.is_some() => return Ok(reset),
             ResetState::AwaitingApproval => {}
-            _ => return Err(state_error(&reset)),
+            _ => return Err(decision_refused(&reset)),
         }
         // The plan as the requester would make it now, under their roles now.
         let as_requested = Selection::resolve(
@@ -122,6 +126,7 @@ pub async fn approve(
         let checked = check_plan(
             txn,
             &reset,
+            items,
             &as_requested,
             Lock::ForUpdate,
             Whose::Requester,
@@ -201,17 +206,13 @@ pub async fn reject(
         let (mut reset, approver) = load_visible(txn, caller, id, true).await?;
         require_not_requester(caller, &reset)?;
         approver.require(Action::ResetMfa)?;
+        let items = stored_items(txn, id).await?;
+        require_approver_of_items(caller, &approver, items.iter())?;
         match reset.state {
             ResetState::Rejected => return Ok(reset),
             ResetState::AwaitingApproval => {}
-            _ => return Err(state_error(&reset)),
+            _ => return Err(decision_refused(&reset)),
         }
-        let items: Vec<PlanItem> = store::resets::items(txn, id, None, None, None)
-            .await?
-            .into_iter()
-            .map(stored::item_from_model)
-            .collect::<DomainResult<_>>()?;
-        require_approver_of_items(caller, &approver, items.iter())?;
 
         let now = crate::domain::now();
         let rejected = store::resets::transition(
@@ -267,7 +268,24 @@ async fn precheck_approver(
     let (reset, approver) = load_visible(db, caller, id, false).await?;
     require_not_requester(caller, &reset)?;
     approver.require(Action::ResetMfa)?;
+    let items = stored_items(db, id).await?;
+    require_approver_of_items(caller, &approver, items.iter())?;
     Ok(reset.requested_by)
+}
+
+/// Why a reset in this state cannot be approved or rejected: a reset that needed no
+/// approval is RESET_NOT_AWAITING_APPROVAL whatever its state, as a pending one is; the rest
+/// say their state.
+fn decision_refused(reset: &MfaReset) -> DomainError {
+    if reset.approval_required || reset.state == ResetState::Pending {
+        return state_error(reset);
+    }
+    DomainError::precondition(
+        Reason::ResetNotAwaitingApproval,
+        "the reset needs no approval: its requester confirms it",
+    )
+    .with_metadata("reset_id", reset.id)
+    .with_metadata_value("state", MetadataValue::ResetState(reset.state))
 }
 
 /// FAILED_PRECONDITION (SELF_APPROVAL) for the requester: a second administrator decides.

@@ -70,11 +70,14 @@ pub async fn confirm(
         }
         if reset.approval_required {
             // Nothing is applied, so nothing needs locking; an approval checks again.
-            check_plan(txn, &reset, &selection, Lock::None, Whose::Caller).await?;
+            let items = stored_items(txn, id).await?;
+            check_plan(txn, &reset, items, &selection, Lock::None, Whose::Caller).await?;
             return super::approval::request(txn, caller, reset, approval_window).await;
         }
         store::resets::prepare_bulk(txn).await?;
-        let checked = check_plan(txn, &reset, &selection, Lock::ForUpdate, Whose::Caller).await?;
+        let items = stored_items(txn, id).await?;
+        let checked =
+            check_plan(txn, &reset, items, &selection, Lock::ForUpdate, Whose::Caller).await?;
         let now = crate::domain::now();
         let applied = apply(txn, caller, &reset, &selection, &checked, None, now).await?;
         let finished = store::resets::transition(
@@ -144,7 +147,19 @@ pub(super) struct Checked {
     pub current: Current,
 }
 
-/// Re-plans the stored users from the requester's point of view (`selection` is resolved
+/// The stored items of reset `id`, in summary order.
+pub(super) async fn stored_items(
+    db: &impl ConnectionTrait,
+    id: ResetId,
+) -> DomainResult<Vec<PlanItem>> {
+    store::resets::items(db, id, None, None, None)
+        .await?
+        .into_iter()
+        .map(stored::item_from_model)
+        .collect()
+}
+
+/// Re-plans the stored users (`items`) from the requester's point of view (`selection` is resolved
 /// for the requester) and checks that nothing differs: a role downgrade since the summary is
 /// PERMISSION_DENIED, any other difference ABORTED (PLAN_STALE), an option that no longer
 /// applies FAILED_PRECONDITION. With [`Lock::ForUpdate`] the users and methods stay locked
@@ -152,15 +167,11 @@ pub(super) struct Checked {
 pub(super) async fn check_plan(
     txn: &impl ConnectionTrait,
     reset: &MfaReset,
+    items: Vec<PlanItem>,
     selection: &Selection,
     lock: Lock,
     whose: Whose,
 ) -> DomainResult<Checked> {
-    let items: Vec<PlanItem> = store::resets::items(txn, reset.id, None, None, None)
-        .await?
-        .into_iter()
-        .map(stored::item_from_model)
-        .collect::<DomainResult<_>>()?;
     let user_ids: Vec<_> = items.iter().map(|i| i.user_id).collect();
     let users = store::resets::users_in(txn, &selection.ids(), &user_ids, lock).await?;
     let current = current_plan(
