@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             log_filter: cli.common.log.clone(),
             otlp_endpoint,
             service_name: "mfa-reset".into(),
+            ansi: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         },
         std::io::stderr,
     )?;

@@ -2,7 +2,7 @@
 //! installs it, and the [`TelemetryGuard`] must live until exit so buffered spans are exported.
 
 use anyhow::Context as _;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing::Subscriber;
@@ -25,10 +25,42 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// `RUST_LOG`-style directives, e.g. `info,mfa_reset=debug`; `RUST_LOG`, when set, wins.
     pub log_filter: String,
-    /// OTLP/gRPC collector to export traces to, e.g. `http://127.0.0.1:4317`; `None`: no export.
+    /// OTLP/gRPC collector to export traces to, e.g. `http://127.0.0.1:4317`; `None`: the
+    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, if set,
+    /// else no export.
     pub otlp_endpoint: Option<String>,
-    /// The `service.name` resource attribute the exported traces carry.
+    /// The `service.name` resource attribute the exported traces carry, unless
+    /// `OTEL_SERVICE_NAME` names another.
     pub service_name: String,
+    /// Colours in pretty logs (only when writing to a terminal).
+    pub ansi: bool,
+}
+
+/// Where spans go: the configured endpoint, the standard environment's, or nowhere.
+#[derive(Debug, PartialEq, Eq)]
+enum Export {
+    Off,
+    To(String),
+    FromEnvironment,
+}
+
+impl Export {
+    /// `OTEL_SDK_DISABLED=true` turns export off whatever else is set.
+    fn choose(configured: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Export {
+        let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return Export::Off;
+        }
+        match configured {
+            Some(endpoint) => Export::To(endpoint.to_string()),
+            None if set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+                || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() =>
+            {
+                Export::FromEnvironment
+            }
+            None => Export::Off,
+        }
+    }
 }
 
 /// Shuts the OpenTelemetry tracer provider down, flushing buffered spans, on
@@ -73,18 +105,35 @@ where
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = env_filter(rust_log.as_deref(), &settings.log_filter)?;
     let (pretty, json) = match settings.log_format {
-        LogFormat::Pretty => (Some(fmt::layer().pretty().with_writer(sink)), None),
+        // Without source paths (of the dependencies' code, mostly), and in colour only on a
+        // terminal.
+        LogFormat::Pretty => {
+            let pretty = fmt::layer().pretty().with_ansi(settings.ansi);
+            let pretty = pretty.with_file(false).with_line_number(false);
+            (Some(pretty.with_writer(sink)), None)
+        }
         LogFormat::Json => {
             let json = fmt::layer().json().flatten_event(true);
             let json = json.with_current_span(true).with_span_list(true);
             (None, Some(json.with_writer(sink)))
         }
     };
-    let provider = (settings.otlp_endpoint.as_deref())
-        .map(|endpoint| otlp_tracer_provider(endpoint, &settings.service_name))
-        .transpose()?;
-    let otel = (provider.as_ref())
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(env!("CARGO_PKG_NAME"))));
+    let export = Export::choose(settings.otlp_endpoint.as_deref(), |name| {
+        std::env::var(name).ok()
+    });
+    let provider = match export {
+        Export::Off => None,
+        Export::To(endpoint) => Some(otlp_tracer_provider(Some(&endpoint), settings)?),
+        Export::FromEnvironment => Some(otlp_tracer_provider(None, settings)?),
+    };
+    // Spans keep their code location; tracing's own busy/idle timings and thread ids are
+    // not OpenTelemetry attributes anyone queries, so they stay out.
+    let otel = (provider.as_ref()).map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_tracer(p.tracer(env!("CARGO_PKG_NAME")))
+    });
     let registry = Registry::default().with(filter).with(otel);
     let guard = TelemetryGuard { provider };
     Ok((registry.with(pretty).with(json), guard))
@@ -108,14 +157,29 @@ fn env_filter(rust_log: Option<&str>, configured: &str) -> anyhow::Result<EnvFil
     EnvFilter::try_new(directives).with_context(|| format!("invalid {source} {directives:?}"))
 }
 
-/// A tracer provider batching spans to an OTLP/gRPC collector; needs a current Tokio runtime.
-fn otlp_tracer_provider(endpoint: &str, service_name: &str) -> anyhow::Result<SdkTracerProvider> {
+/// A tracer provider batching spans to an OTLP/gRPC collector (`endpoint`, or the one the
+/// standard `OTEL_EXPORTER_OTLP_*` variables name); needs a current Tokio runtime. The
+/// resource carries `service.name`, `service.version` and `OTEL_RESOURCE_ATTRIBUTES`; the
+/// SDK reads the other standard variables (`OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, headers,
+/// timeouts) itself.
+fn otlp_tracer_provider(
+    endpoint: Option<&str>,
+    settings: &TelemetrySettings,
+) -> anyhow::Result<SdkTracerProvider> {
     tokio::runtime::Handle::try_current().context("OTLP export needs a Tokio runtime")?;
-    let exporter = SpanExporter::builder().with_tonic().with_endpoint(endpoint);
+    let exporter = SpanExporter::builder().with_tonic();
+    let exporter = match endpoint {
+        Some(endpoint) => exporter.with_endpoint(endpoint),
+        None => exporter,
+    };
     let exporter = exporter
         .build()
         .context("building the OTLP span exporter")?;
-    let resource = Resource::builder().with_service_name(service_name.to_owned());
+    let mut resource = Resource::builder()
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(settings.service_name.clone());
+    }
     let provider = SdkTracerProvider::builder().with_batch_exporter(exporter);
     Ok(provider.with_resource(resource.build()).build())
 }
@@ -144,6 +208,7 @@ mod tests {
             log_filter: "info".into(),
             otlp_endpoint: otlp_endpoint.map(Into::into),
             service_name: "mfa-reset-test".into(),
+            ansi: false,
         }
     }
 
@@ -172,6 +237,54 @@ mod tests {
         assert!(get_subscriber(&pretty, std::io::sink).is_ok());
         let otlp = settings(LogFormat::Json, Some("http://127.0.0.1:4317"));
         assert!(get_subscriber(&otlp, std::io::sink).is_err());
+    }
+
+    #[test]
+    fn export_follows_the_flag_then_the_standard_environment() {
+        fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        }
+        assert_eq!(Export::choose(None, env(&[])), Export::Off);
+        assert_eq!(
+            Export::choose(Some("http://c:4317"), env(&[])),
+            Export::To("http://c:4317".into())
+        );
+        let standard = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")];
+        assert_eq!(
+            Export::choose(None, env(&standard)),
+            Export::FromEnvironment
+        );
+        let traces_only = [("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317")];
+        assert_eq!(
+            Export::choose(None, env(&traces_only)),
+            Export::FromEnvironment
+        );
+        let disabled = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_SDK_DISABLED", "TRUE"),
+        ];
+        assert_eq!(
+            Export::choose(Some("http://c:4317"), env(&disabled)),
+            Export::Off
+        );
+    }
+
+    #[test]
+    fn pretty_logs_carry_no_colour_and_no_source_paths() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let pretty = settings(LogFormat::Pretty, None);
+        let (subscriber, guard) = get_subscriber(&pretty, move || writer.clone()).unwrap();
+        tracing::subscriber::with_default(subscriber, || tracing::error!("plain words"));
+        guard.shutdown().unwrap();
+        let output = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(output.contains("plain words"), "{output}");
+        assert!(!output.contains('\u{1b}'), "no ANSI escapes: {output:?}");
+        assert!(!output.contains(".rs:"), "no source paths: {output}");
     }
 
     #[test]

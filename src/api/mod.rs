@@ -60,6 +60,11 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     })
 }
 
+/// Records the reset a call is about on the call's span.
+pub fn record_reset(id: impl std::fmt::Display) {
+    tracing::Span::current().record("reset_id", id.to_string().as_str());
+}
+
 /// Records the selected customer ids on the call's span (ids only, never contact data).
 pub fn record_customers(ids: &[impl std::fmt::Display]) {
     let joined = ids

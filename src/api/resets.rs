@@ -8,7 +8,7 @@ use super::{
     AppState,
     convert::{count, kind_counts, timestamp, wire},
     paging::Binding,
-    record_customers,
+    record_customers, record_reset,
     reply::Reply,
     users::user_query,
     validate::Violations,
@@ -166,6 +166,7 @@ pub async fn summarize(
     };
     let reply = Reply::new(|summarized: &Summarized| {
         let reset_id = summarized.reset.id;
+        record_reset(reset_id);
         let (items, next) = encode_items(
             &summarized.reset,
             summarized.items.items.clone(),
@@ -225,8 +226,13 @@ fn encode_items(
     (encoded, next)
 }
 
+/// `reset_id`, recorded on the call's span once valid.
 fn reset_id(v: &mut Violations, text: &str) -> Option<ResetId> {
-    v.id("reset_id", text, ResetId::parse)
+    let id = v.id("reset_id", text, ResetId::parse);
+    if let Some(id) = id {
+        record_reset(id);
+    }
+    id
 }
 
 /// `ConfirmMfaReset` of either service.

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{Caller, DomainError, DomainResult, FieldViolation, reason::Reason};
@@ -132,7 +133,9 @@ pub async fn write<T>(
     }
     let value = work(&txn).await?;
     remember(&txn, caller, &idempotency, &value).await?;
-    store::commit(txn).await?;
+    store::commit(txn)
+        .instrument(tracing::info_span!("db.commit"))
+        .await?;
     Ok(Answer::New(value))
 }
 

@@ -4,7 +4,8 @@
 //!
 //! 1. [`request_id`]: a client's `x-request-id` is kept if it is short and safe, else a new
 //!    one is minted; either way it is echoed back and names the call's span.
-//! 2. Tracing: one span per call (RPC, request id; principal and customers filled in later).
+//! 2. [`trace`]: one SERVER span per call, named after the RPC, continuing the caller's
+//!    trace (principal, customers and reset filled in later), and one log line as it ends.
 //! 3. [`complete`]: any status without an `ErrorInfo` (tonic's, another layer's) gets one.
 //! 4. [`deadline`]: the call's deadline (`grpc-timeout`, capped by the server's timeout),
 //!    answered DEADLINE_EXCEEDED when passed; everything inside waits within it.
@@ -20,6 +21,7 @@ pub mod db_ready;
 pub mod deadline;
 pub mod rate_limit;
 pub mod request_id;
+pub mod trace;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -31,9 +33,8 @@ use tower::{
 };
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer},
+    trace::TraceLayer,
 };
-use tracing::Level;
 
 use crate::{
     api::REQUEST_ID_HEADER,
@@ -84,9 +85,10 @@ where
             .layer(PropagateRequestIdLayer::new(request_id))
             .layer(
                 TraceLayer::new_for_grpc()
-                    .make_span_with(rpc_span)
-                    .on_response(DefaultOnResponse::new().level(Level::INFO))
-                    .on_failure(DefaultOnFailure::new().level(Level::INFO)),
+                    .make_span_with(trace::make_span)
+                    .on_response(trace::on_response)
+                    .on_eos(trace::on_eos)
+                    .on_failure(trace::on_failure),
             )
             .layer(complete::CompleteLayer::new(self.max_message_bytes))
             .layer(deadline::DeadlineLayer::new(self.request_timeout))
@@ -101,21 +103,4 @@ where
             .service(routes);
         BoxCloneSyncService::new(stack)
     }
-}
-
-/// The span of one call: the RPC, the request id, and fields that later layers and
-/// handlers fill in (principal, customer ids). Never contact data.
-fn rpc_span<B>(request: &Request<B>) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!(
-        "rpc",
-        rpc = %request.uri().path(),
-        request_id = %request_id,
-        principal = tracing::field::Empty,
-        customer_ids = tracing::field::Empty,
-    )
 }

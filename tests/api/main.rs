@@ -27,6 +27,7 @@ mod reset_guarantees;
 mod reset_lists;
 mod resets;
 mod server_features;
+mod telemetry;
 mod transport;
 mod transport_errors;
 mod users;

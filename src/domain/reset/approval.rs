@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
+use tracing::Instrument as _;
 
 use super::{
     MfaReset, PlanItem, ResetState,
@@ -73,7 +74,7 @@ pub(super) async fn request(
     audit::record(txn, events).await?;
     tracing::info!(
         reset_id = %reset.id,
-        customers = reset.customer_ids.len(),
+        customer_ids = %list_ids(&reset.customer_ids),
         users = reset.summary.totals().users_to_reset,
         "MFA reset awaits approval"
     );
@@ -100,8 +101,12 @@ pub async fn approve(
     idempotency::write(db, caller, idempotency, async |txn| {
         // Both principals' roles held until the reset is applied, as a confirm holds the
         // requester's: a revoke of either waits, and none committed before is ignored.
-        store::roles::lock_assignments(txn, &[&caller.subject, &requester]).await?;
-        let (mut reset, approver) = load_visible(txn, caller, id, true).await?;
+        let (mut reset, approver) = async {
+            store::roles::lock_assignments(txn, &[&caller.subject, &requester]).await?;
+            load_visible(txn, caller, id, true).await
+        }
+        .instrument(tracing::info_span!("reset.lock"))
+        .await?;
         require_not_requester(caller, &reset)?;
         approver.require(Action::ResetMfa)?;
         require_etag(&reset, etag)?;
@@ -144,6 +149,7 @@ pub async fn approve(
             Some(&caller.subject),
             now,
         )
+        .instrument(tracing::info_span!("reset.apply"))
         .await?;
         let finished = store::resets::transition(
             txn,
@@ -179,8 +185,11 @@ pub async fn approve(
         audit::record(txn, events).await?;
         tracing::info!(
             reset_id = %id,
-            customers = reset.customer_ids.len(),
-            users = applied,
+            customer_ids = %list_ids(&reset.customer_ids),
+            requested_by = %reset.requested_by,
+            users = applied.users,
+            methods_deleted = applied.methods_deleted,
+            methods_deactivated = applied.methods_deactivated,
             "MFA reset approved and applied"
         );
         reset.state = ResetState::Confirmed;

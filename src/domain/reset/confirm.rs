@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
+use tracing::Instrument as _;
 
 use super::{
     Current, Disposition, MfaReset, PlanItem, ResetState, SkipReason, current_plan, load_visible,
@@ -50,8 +51,12 @@ pub async fn confirm(
     idempotency::write(db, caller, idempotency, async |txn| {
         // The caller's roles held until the reset is applied: a revoke waits for it, and a
         // reset is never applied under a role revoked before it committed.
-        store::roles::lock_assignments(txn, &[&caller.subject]).await?;
-        let (mut reset, selection) = load_visible(txn, caller, id, true).await?;
+        let (mut reset, selection) = async {
+            store::roles::lock_assignments(txn, &[&caller.subject]).await?;
+            load_visible(txn, caller, id, true).await
+        }
+        .instrument(tracing::info_span!("reset.lock"))
+        .await?;
         require_requester(caller, &reset)?;
         // The caller's roles now, not at summary time: a revoked role takes effect here.
         selection.require(Action::ResetMfa)?;
@@ -79,7 +84,9 @@ pub async fn confirm(
         let checked =
             check_plan(txn, &reset, items, &selection, Lock::ForUpdate, Whose::Caller).await?;
         let now = crate::domain::now();
-        let applied = apply(txn, caller, &reset, &selection, &checked, None, now).await?;
+        let applied = apply(txn, caller, &reset, &selection, &checked, None, now)
+            .instrument(tracing::info_span!("reset.apply"))
+            .await?;
         let finished = store::resets::transition(
             txn,
             id,
@@ -97,8 +104,10 @@ pub async fn confirm(
         }
         tracing::info!(
             reset_id = %id,
-            customers = reset.customer_ids.len(),
-            users = applied,
+            customer_ids = %crate::domain::selection::list_ids(&reset.customer_ids),
+            users = applied.users,
+            methods_deleted = applied.methods_deleted,
+            methods_deactivated = applied.methods_deactivated,
             "MFA reset confirmed"
         );
         reset.state = ResetState::Confirmed;
@@ -164,6 +173,7 @@ pub(super) async fn stored_items(
 /// PERMISSION_DENIED, any other difference ABORTED (PLAN_STALE), an option that no longer
 /// applies FAILED_PRECONDITION. With [`Lock::ForUpdate`] the users and methods stay locked
 /// until the transaction ends (PostgreSQL).
+#[tracing::instrument(name = "reset.plan", skip_all, fields(users = items.len()))]
 pub(super) async fn check_plan(
     txn: &impl ConnectionTrait,
     reset: &MfaReset,
@@ -311,10 +321,21 @@ fn stale_check(
     })
 }
 
+/// What an apply changed, for the log line that says so.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Applied {
+    /// Users reset.
+    pub users: usize,
+    /// Methods deleted.
+    pub methods_deleted: usize,
+    /// Hardware tokens deactivated.
+    pub methods_deactivated: usize,
+}
+
 /// The writes of a confirm or an approval: delete and deactivate the planned methods, mark
 /// the users, and write one audit event per affected user (naming the approver, if one):
 /// one statement for each kind of write, whatever the number of users. Returns how many
-/// users were reset.
+/// users and methods changed.
 pub(super) async fn apply(
     txn: &impl ConnectionTrait,
     caller: &Caller,
@@ -323,7 +344,7 @@ pub(super) async fn apply(
     checked: &Checked,
     approved_by: Option<&str>,
     now: DateTime<Utc>,
-) -> DomainResult<usize> {
+) -> DomainResult<Applied> {
     let Checked { items, current } = checked;
     let customer_ids = selection.ids();
     let policy = |c: CustomerId| {
@@ -391,5 +412,9 @@ pub(super) async fn apply(
         return Err(lost_race());
     }
     audit::record(txn, events).await?;
-    Ok(affected.len())
+    Ok(Applied {
+        users: affected.len(),
+        methods_deleted: delete.len(),
+        methods_deactivated: deactivate.len(),
+    })
 }
