@@ -24,14 +24,17 @@ use crate::{
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let otlp_endpoint = match &cli.command {
-        Command::Serve(serve) => serve.otlp_endpoint.clone(),
-        _ => None,
+    // Only the server exports traces; the one-shot subcommands (a health check every few
+    // seconds among them) do not, whatever OTEL_* the environment sets.
+    let (export_traces, otlp_endpoint) = match &cli.command {
+        Command::Serve(serve) => (true, serve.otlp_endpoint.clone()),
+        _ => (false, None),
     };
     let (subscriber, guard) = telemetry::get_subscriber(
         &TelemetrySettings {
             log_format: cli.common.log_format,
             log_filter: cli.common.log.clone(),
+            export_traces,
             otlp_endpoint,
             service_name: "mfa-reset".into(),
             ansi: std::io::IsTerminal::is_terminal(&std::io::stderr()),

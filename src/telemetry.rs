@@ -25,6 +25,8 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// `RUST_LOG`-style directives, e.g. `info,mfa_reset=debug`; `RUST_LOG`, when set, wins.
     pub log_filter: String,
+    /// Whether traces may be exported at all (the server's; not the one-shot subcommands').
+    pub export_traces: bool,
     /// OTLP/gRPC collector to export traces to, e.g. `http://127.0.0.1:4317`; `None`: the
     /// standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, if set,
     /// else no export.
@@ -118,9 +120,13 @@ where
             (None, Some(json.with_writer(sink)))
         }
     };
-    let export = Export::choose(settings.otlp_endpoint.as_deref(), |name| {
-        std::env::var(name).ok()
-    });
+    let export = if settings.export_traces {
+        Export::choose(settings.otlp_endpoint.as_deref(), |name| {
+            std::env::var(name).ok()
+        })
+    } else {
+        Export::Off
+    };
     let provider = match export {
         Export::Off => None,
         Export::To(endpoint) => Some(otlp_tracer_provider(Some(&endpoint), settings)?),
@@ -206,6 +212,7 @@ mod tests {
         TelemetrySettings {
             log_format,
             log_filter: "info".into(),
+            export_traces: true,
             otlp_endpoint: otlp_endpoint.map(Into::into),
             service_name: "mfa-reset-test".into(),
             ansi: false,
