@@ -12,12 +12,12 @@ use tracing::Instrument as _;
 use super::{
     MfaReset, PlanItem, ResetState,
     confirm::{Checked, Whose, apply, check_plan, require_etag, stored_items},
-    load_visible, state_error, unchanged,
+    load_visible, move_state, per_customer, state_error,
 };
 use crate::{
     domain::{
         Caller, DomainError, DomainResult,
-        audit::{self, AuditDetails, AuditEvent},
+        audit::{self, AuditDetails},
         error::MetadataValue,
         idempotency::{self, Answer, Idempotency},
         ids::{CustomerId, ResetId},
@@ -39,7 +39,7 @@ pub(super) async fn request(
 ) -> DomainResult<MfaReset> {
     let now = crate::domain::now();
     let expires_at = now + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(1));
-    let moved = store::resets::transition(
+    move_state(
         txn,
         reset.id,
         &[ResetState::Pending],
@@ -54,23 +54,12 @@ pub(super) async fn request(
         ],
     )
     .await?;
-    if !moved {
-        return Err(unchanged(txn, reset.id).await?);
-    }
-    let events = reset
-        .summary
-        .customers
-        .iter()
-        .map(|c| {
-            let details = AuditDetails::ResetApprovalRequested {
-                users_to_reset: c.counts.users_to_reset,
-                approval_required: c.approval_required(),
-            };
-            AuditEvent::new(caller, c.customer_id, details, now)
-                .reset(reset.id)
-                .reason(&reset.reason)
-        })
-        .collect();
+    let events = per_customer(caller, &reset, &reset.reason, now, |c| {
+        AuditDetails::ResetApprovalRequested {
+            users_to_reset: c.counts.users_to_reset,
+            approval_required: c.approval_required(),
+        }
+    });
     audit::record(txn, events).await?;
     tracing::info!(
         reset_id = %reset.id,
@@ -151,7 +140,7 @@ pub async fn approve(
         )
         .instrument(tracing::info_span!("reset.apply"))
         .await?;
-        let finished = store::resets::transition(
+        move_state(
             txn,
             id,
             &[ResetState::AwaitingApproval],
@@ -165,23 +154,12 @@ pub async fn approve(
             ],
         )
         .await?;
-        if !finished {
-            return Err(unchanged(txn, id).await?);
-        }
-        let events = reset
-            .summary
-            .customers
-            .iter()
-            .map(|c| {
-                let details = AuditDetails::ResetApproved {
-                    requested_by: reset.requested_by.clone(),
-                    users_reset: c.counts.users_to_reset,
-                };
-                AuditEvent::new(caller, c.customer_id, details, now)
-                    .reset(id)
-                    .reason(&reset.reason)
-            })
-            .collect();
+        let events = per_customer(caller, &reset, &reset.reason, now, |c| {
+            AuditDetails::ResetApproved {
+                requested_by: reset.requested_by.clone(),
+                users_reset: c.counts.users_to_reset,
+            }
+        });
         audit::record(txn, events).await?;
         tracing::info!(
             reset_id = %id,
@@ -224,7 +202,7 @@ pub async fn reject(
         }
 
         let now = crate::domain::now();
-        let rejected = store::resets::transition(
+        move_state(
             txn,
             id,
             &[ResetState::AwaitingApproval],
@@ -242,21 +220,11 @@ pub async fn reject(
             ],
         )
         .await?;
-        if !rejected {
-            return Err(unchanged(txn, id).await?);
-        }
-        let events = reset
-            .customer_ids
-            .iter()
-            .map(|&customer| {
-                let details = AuditDetails::ResetRejected {
-                    requested_by: reset.requested_by.clone(),
-                };
-                AuditEvent::new(caller, customer, details, now)
-                    .reset(id)
-                    .reason(reason)
-            })
-            .collect();
+        let events = per_customer(caller, &reset, reason, now, |_| {
+            AuditDetails::ResetRejected {
+                requested_by: reset.requested_by.clone(),
+            }
+        });
         audit::record(txn, events).await?;
         tracing::info!(reset_id = %id, "MFA reset rejected");
         reset.state = ResetState::Rejected;

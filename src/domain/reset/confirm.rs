@@ -9,7 +9,7 @@ use tracing::Instrument as _;
 
 use super::{
     Current, Disposition, MfaReset, PlanItem, ResetState, SkipReason, current_plan, load_visible,
-    lost_race, plan, precheck_requester, require_requester, state_error, stored, unchanged,
+    lost_race, move_state, plan, precheck_requester, require_requester, state_error, stored,
 };
 use crate::{
     domain::{
@@ -87,7 +87,8 @@ pub async fn confirm(
         let applied = apply(txn, caller, &reset, &selection, &checked, None, now)
             .instrument(tracing::info_span!("reset.apply"))
             .await?;
-        let finished = store::resets::transition(
+        // Expired while it was being applied, by the database's clock: nothing is.
+        move_state(
             txn,
             id,
             &[ResetState::Pending],
@@ -98,10 +99,6 @@ pub async fn confirm(
             ],
         )
         .await?;
-        if !finished {
-            // Expired while it was being applied, by the database's clock: nothing is.
-            return Err(unchanged(txn, id).await?);
-        }
         tracing::info!(
             reset_id = %id,
             customer_ids = %crate::domain::selection::list_ids(&reset.customer_ids),

@@ -4,13 +4,13 @@
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::{
-    MfaReset, PlanItem, ResetState, SkipReason, load_visible, precheck_requester,
-    require_requester, state_error, stored, unchanged,
+    MfaReset, PlanItem, ResetState, SkipReason, load_visible, move_state, per_customer,
+    precheck_requester, require_requester, state_error, stored,
 };
 use crate::{
     domain::{
         Caller, DomainResult,
-        audit::{self, AuditDetails, AuditEvent},
+        audit::{self, AuditDetails},
         idempotency::{self, Answer, Idempotency},
         ids::{CustomerId, ResetId},
         model::Action,
@@ -43,7 +43,7 @@ pub async fn cancel(
             _ => return Err(state_error(&reset)),
         };
         let now = crate::domain::now();
-        let cancelled = store::resets::transition(
+        move_state(
             txn,
             id,
             &[previous_state],
@@ -57,23 +57,9 @@ pub async fn cancel(
             ],
         )
         .await?;
-        if !cancelled {
-            return Err(unchanged(txn, id).await?);
-        }
-        let events = reset
-            .customer_ids
-            .iter()
-            .map(|&customer| {
-                AuditEvent::new(
-                    caller,
-                    customer,
-                    AuditDetails::ResetCancelled { previous_state },
-                    now,
-                )
-                .reset(id)
-                .reason(reason)
-            })
-            .collect();
+        let events = per_customer(caller, &reset, reason, now, |_| {
+            AuditDetails::ResetCancelled { previous_state }
+        });
         audit::record(txn, events).await?;
         reset.state = ResetState::Cancelled;
         reset.cancelled = Some((caller.subject.clone(), now));

@@ -30,6 +30,7 @@ pub use self::{
 };
 use super::{
     Caller, DomainError, DomainResult,
+    audit::{AuditDetails, AuditEvent},
     error::MetadataValue,
     ids::{CustomerId, MethodId, ResetId, UserId},
     model::{Action, MethodKind, MethodScope, MethodState, ResetScope},
@@ -39,7 +40,7 @@ use super::{
     users::{UserQuery, UserRef},
 };
 pub use crate::store::values::{Disposition, ResetState, SkipReason};
-use crate::store::{self, resets::Lock};
+use crate::store::{self, entities::mfa_resets, resets::Lock};
 
 const RESOURCE: &str = "mfareset.v1.MfaReset";
 
@@ -340,6 +341,45 @@ fn state_error(reset: &MfaReset) -> DomainError {
     DomainError::precondition(reason, message)
         .with_metadata("reset_id", reset.id)
         .with_metadata_value("state", MetadataValue::ResetState(reset.state))
+}
+
+/// Moves reset `id` from one of the states `from` to `to`, setting `set` (who and when):
+/// every state change of a reset. Refused when the reset expired meanwhile by the database's
+/// clock (RESET_EXPIRED) or was changed concurrently (ABORTED); the caller's transaction
+/// then rolls back.
+async fn move_state<const N: usize>(
+    txn: &impl ConnectionTrait,
+    id: ResetId,
+    from: &[ResetState],
+    to: ResetState,
+    set: [(mfa_resets::Column, sea_orm::Value); N],
+) -> DomainResult<()> {
+    if store::resets::transition(txn, id, from, to, set).await? {
+        Ok(())
+    } else {
+        Err(unchanged(txn, id).await?)
+    }
+}
+
+/// One audit event per customer of `reset`, by `caller`, about it and with `reason`, with
+/// the details `details` gives for that customer's part of the summary.
+fn per_customer(
+    caller: &Caller,
+    reset: &MfaReset,
+    reason: &str,
+    now: DateTime<Utc>,
+    details: impl Fn(&plan::CustomerSummary) -> AuditDetails,
+) -> Vec<AuditEvent> {
+    reset
+        .summary
+        .customers
+        .iter()
+        .map(|c| {
+            AuditEvent::new(caller, c.customer_id, details(c), now)
+                .reset(reset.id)
+                .reason(reason)
+        })
+        .collect()
 }
 
 /// Why the state change of reset `id` changed nothing: it expired meanwhile, by the
