@@ -9,7 +9,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::{
     auth::{ServerSecret, mint_dev_token},
-    config::{Cli, Command, CommonArgs, HealthArgs, RoleArgs, Settings},
+    config::{Cli, Command, CommonArgs, HealthArgs, Output, RoleArgs, Settings},
     demo,
     domain::{
         DomainError,
@@ -33,7 +33,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let (subscriber, guard) = telemetry::get_subscriber(
         &TelemetrySettings {
             log_format: cli.common.log_format,
-            log_filter: cli.common.log.clone(),
+            log_filter: cli
+                .common
+                .log
+                .clone()
+                .unwrap_or_else(|| if export_traces { "info" } else { "warn" }.to_string()),
             export_traces,
             otlp_endpoint,
             service_name: "mfa-reset".into(),
@@ -55,8 +59,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             let db = open(&cli.common).await?;
             store::migrate(&db).await.context("migrating")?;
-            println!("database is up to date");
-            Ok(())
+            answer(
+                &cli.common,
+                "database is up to date",
+                serde_json::json!({ "up_to_date": true }),
+            )
         }
         Command::Token(args) => {
             let secret = ServerSecret::load_or_create(&cli.common.secret_file())?;
@@ -67,8 +74,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &cli.common.jwt_issuer,
                 &cli.common.jwt_audience,
             )?;
-            println!("{token}");
-            Ok(())
+            answer(
+                &cli.common,
+                &token,
+                serde_json::json!({ "subject": args.subject, "token": token }),
+            )
         }
         Command::Grant(args) => change_role(&cli.common, &args, true).await,
         Command::Revoke(args) => change_role(&cli.common, &args, false).await,
@@ -80,30 +90,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cutoff = now - chrono::Duration::days(i64::from(args.older_than_days));
             let purged = store::resets::purge_finished(&txn, cutoff, now).await?;
             store::commit(txn).await?;
-            println!("purged {purged} finished MFA reset(s) made before {cutoff}");
-            Ok(())
+            answer(
+                &cli.common,
+                &format!("purged {purged} finished MFA reset(s) made before {cutoff}"),
+                serde_json::json!({ "purged": purged, "cutoff": cutoff }),
+            )
         }
         Command::PurgeAudit(args) => {
             let db = open(&cli.common).await?;
             let cutoff =
                 crate::domain::now() - chrono::Duration::days(i64::from(args.older_than_days));
             let purged = crate::domain::audit::watch::purge(&db, cutoff).await?;
-            println!("purged {purged} audit event(s) that happened before {cutoff}");
-            Ok(())
+            answer(
+                &cli.common,
+                &format!("purged {purged} audit event(s) that happened before {cutoff}"),
+                serde_json::json!({ "purged": purged, "cutoff": cutoff }),
+            )
         }
-        Command::Health(args) => health(&args).await,
+        Command::Health(args) => health(&cli.common, &args).await,
         Command::Roles(args) => {
             let db = open(&cli.common).await?;
             let assignments = store::roles::list(&db, args.subject.as_deref()).await?;
-            println!("{:<32} {:<38} ROLE", "SUBJECT", "CUSTOMER");
-            for a in assignments {
-                let customer = a
-                    .customer_id
-                    .map(|id| id.to_string())
-                    .unwrap_or_else(|| "*".into());
-                println!("{:<32} {:<38} {}", a.subject, customer, a.role);
+            let rows: Vec<(String, String, String)> = assignments
+                .into_iter()
+                .map(|a| {
+                    let customer = a
+                        .customer_id
+                        .map_or_else(|| "*".into(), |id| id.to_string());
+                    (a.subject, customer, a.role)
+                })
+                .collect();
+            let mut table = format!("{:<32} {:<38} ROLE", "SUBJECT", "CUSTOMER");
+            for (subject, customer, role) in &rows {
+                table.push_str(&format!("\n{subject:<32} {customer:<38} {role}"));
             }
-            Ok(())
+            let json = rows
+                .iter()
+                .map(|(subject, customer, role)| {
+                    serde_json::json!({ "subject": subject, "customer": customer, "role": role })
+                })
+                .collect();
+            answer(&cli.common, &table, serde_json::Value::Array(json))
         }
     };
     // Flush exported spans before the process ends (blocking: off the async workers).
@@ -161,12 +188,30 @@ async fn change_role(common: &CommonArgs, args: &RoleArgs, grant: bool) -> anyho
         RoleChange::Changed => format!("{verb} (audited as done by {actor})"),
         RoleChange::Unchanged => format!("already {verb}; nothing changed"),
     };
-    println!("{} {} on {}: {state}", args.subject, role, args.customer);
+    answer(
+        common,
+        &format!("{} {} on {}: {state}", args.subject, role, args.customer),
+        serde_json::json!({
+            "subject": args.subject,
+            "role": role.as_str(),
+            "customer": args.customer,
+            "changed": change == RoleChange::Changed,
+            "actor": actor,
+        }),
+    )
+}
+
+/// Prints a one-shot subcommand's answer on stdout, as `--output` asks: `text`, or `json`.
+fn answer(common: &CommonArgs, text: &str, json: serde_json::Value) -> anyhow::Result<()> {
+    match common.output {
+        Output::Text => println!("{text}"),
+        Output::Json => println!("{}", serde_json::to_string(&json)?),
+    }
     Ok(())
 }
 
 /// `health`: one gRPC health check; prints SERVING, or fails naming the status.
-async fn health(args: &HealthArgs) -> anyhow::Result<()> {
+async fn health(common: &CommonArgs, args: &HealthArgs) -> anyhow::Result<()> {
     use tonic::transport::Endpoint;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -203,8 +248,11 @@ async fn health(args: &HealthArgs) -> anyhow::Result<()> {
     if status != ServingStatus::Serving {
         bail!("{} is {}", args.addr, status.as_str_name());
     }
-    println!("{}", status.as_str_name());
-    Ok(())
+    answer(
+        common,
+        status.as_str_name(),
+        serde_json::json!({ "addr": args.addr, "service": args.service, "status": status.as_str_name() }),
+    )
 }
 
 fn print_demo_help(

@@ -69,9 +69,29 @@ pub struct CommonArgs {
         global = true
     )]
     pub log_format: LogFormat,
-    /// Log filter in `RUST_LOG` syntax; `RUST_LOG` itself wins when set.
-    #[arg(long, env = "MFA_RESET_LOG", default_value = "info", global = true)]
-    pub log: String,
+    /// Log filter in `RUST_LOG` syntax; `RUST_LOG` itself wins when set. Default: `info` for
+    /// `serve`, `warn` for the one-shot subcommands (which print only their answer).
+    #[arg(long, env = "MFA_RESET_LOG", global = true)]
+    pub log: Option<String>,
+    /// How the one-shot subcommands print their answer: `text` for people, `json` (one
+    /// object, or an array for `roles`) for scripts.
+    #[arg(
+        long,
+        env = "MFA_RESET_OUTPUT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub output: Output,
+}
+
+/// How a one-shot subcommand prints its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Words and tables.
+    Text,
+    /// JSON.
+    Json,
 }
 
 impl CommonArgs {

@@ -286,6 +286,86 @@ fn binary(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .expect("run mfa-reset")
 }
 
+/// The binary as a script runs it: no `--log`, so only what the subcommand answers.
+fn script(data_dir: &std::path::Path, args: &[&str]) -> (serde_json::Value, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mfa-reset"))
+        .env_remove("MFA_RESET_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("MFA_RESET_OUTPUT")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--output", "json"])
+        .args(args)
+        .output()
+        .expect("run mfa-reset");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout}"));
+    (value, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_subcommands_print_only_their_answer_and_json_on_request() {
+    let dir =
+        std::env::temp_dir().join(format!("mfa-reset-json-{}", uuid::Uuid::now_v7().simple()));
+    // The first command creates and migrates the database: its INFO lines stay out too.
+    let (migrated, stderr) = script(&dir, &["migrate"]);
+    assert_eq!(migrated, serde_json::json!({ "up_to_date": true }));
+    assert!(stderr.is_empty(), "no log lines by default: {stderr}");
+    let (granted, stderr) = script(
+        &dir,
+        &[
+            "grant",
+            "--subject",
+            "ops",
+            "--customer",
+            "*",
+            "--role",
+            "READER",
+            "--actor",
+            "alice",
+        ],
+    );
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(
+        granted,
+        serde_json::json!({
+            "subject": "ops", "role": "READER", "customer": "*", "changed": true, "actor": "alice"
+        })
+    );
+    let (again, _) = script(
+        &dir,
+        &[
+            "grant",
+            "--subject",
+            "ops",
+            "--customer",
+            "*",
+            "--role",
+            "READER",
+            "--actor",
+            "alice",
+        ],
+    );
+    assert_eq!(again["changed"], false);
+    let (roles, _) = script(&dir, &["roles"]);
+    assert_eq!(
+        roles,
+        serde_json::json!([{ "subject": "ops", "customer": "*", "role": "READER" }])
+    );
+    let (token, _) = script(&dir, &["token", "--subject", "ops"]);
+    assert_eq!(token["subject"], "ops");
+    assert_eq!(
+        token["token"].as_str().map(|t| t.split('.').count()),
+        Some(3)
+    );
+    let (purged, _) = script(&dir, &["purge-resets", "--older-than-days", "90"]);
+    assert_eq!(purged["purged"], 0);
+    assert!(purged["cutoff"].is_string());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_grant_list_and_revoke_roles_and_mint_tokens_with_the_binary() {
     let dir = std::env::temp_dir().join(format!("mfa-reset-cli-{}", uuid::Uuid::now_v7().simple()));
