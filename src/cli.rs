@@ -26,9 +26,13 @@ use crate::{
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Only the server exports traces; the one-shot subcommands (a health check every few
     // seconds among them) do not, whatever OTEL_* the environment sets.
-    let (export_traces, otlp_endpoint) = match &cli.command {
-        Command::Serve(serve) => (true, serve.otlp_endpoint.clone()),
-        _ => (false, None),
+    let (export_traces, otlp_endpoint, prometheus) = match &cli.command {
+        Command::Serve(serve) => (
+            true,
+            serve.otlp_endpoint.clone(),
+            serve.metrics_listen.is_some(),
+        ),
+        _ => (false, None, false),
     };
     let (subscriber, guard) = telemetry::get_subscriber(
         &TelemetrySettings {
@@ -42,6 +46,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             otlp_endpoint,
             service_name: "mfa-reset".into(),
             ansi: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            metrics: export_traces,
+            prometheus,
         },
         std::io::stderr,
     )?;

@@ -113,6 +113,8 @@ impl CommonArgs {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the gRPC server (migrates the database first).
     Serve(ServeArgs),
@@ -208,9 +210,14 @@ pub struct ServeArgs {
     /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
     #[arg(long, env = "MFA_RESET_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u64,
-    /// OTLP/gRPC endpoint to export traces to (e.g. `http://127.0.0.1:4317`); off when unset.
+    /// OTLP/gRPC endpoint to export traces and metrics to (e.g. `http://127.0.0.1:4317`);
+    /// else the standard `OTEL_EXPORTER_OTLP_ENDPOINT`; off when neither is set.
     #[arg(long, env = "MFA_RESET_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Address to serve Prometheus metrics on (`GET /metrics`, plain HTTP), e.g.
+    /// `0.0.0.0:9464`; off when unset.
+    #[arg(long, env = "MFA_RESET_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Deadline of one call, in seconds, unless the client's `grpc-timeout` is shorter.
     #[arg(
         long,
@@ -417,6 +424,8 @@ pub struct Settings {
     pub watch: WatchSettings,
     /// TLS, keepalive and connection age.
     pub transport: TransportSettings,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The server's certificate, key and (for mutual TLS) client CA, as PEM files.
@@ -527,6 +536,7 @@ impl Settings {
                 max_streams_per_principal: serve.watch_max_streams_per_principal,
                 max_streams: serve.watch_max_streams,
             },
+            metrics_listen: serve.metrics_listen,
             transport: TransportSettings {
                 tls: serve
                     .tls_cert

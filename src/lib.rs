@@ -19,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod layers;
+pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod server;

@@ -58,6 +58,8 @@ pub struct Application {
     state: Arc<AppState>,
     verifier: Arc<TokenVerifier>,
     tls: Option<ServerTlsConfig>,
+    metrics_listener: Option<TcpListener>,
+    _gauges: crate::metrics::Gauges,
 }
 
 impl Application {
@@ -110,6 +112,12 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(crate::metrics::bind(addr).await?),
+            None => None,
+        };
+        let streams = state.watchers.clone();
+        let gauges = crate::metrics::observe(&state.db, Arc::new(move || streams.open_count()));
         Ok(Application {
             listener,
             shutting_down,
@@ -118,6 +126,8 @@ impl Application {
             state,
             verifier,
             tls,
+            metrics_listener,
+            _gauges: gauges,
         })
     }
 
@@ -149,6 +159,12 @@ impl Application {
             self.state.db.clone(),
             self.settings.request_id_purge_interval,
         ));
+        // Prometheus scrapes until the process ends (after the gRPC server has drained), so
+        // the last calls' figures can still be read during shutdown.
+        let metrics = self.metrics_listener.map(|listener| {
+            tracing::info!(address = ?listener.local_addr().ok(), "serving metrics on /metrics");
+            tokio::spawn(crate::metrics::serve(listener))
+        });
         let google_rpc = google_rpc_file_descriptor_set()?;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -257,6 +273,9 @@ impl Application {
             () = grace_elapsed => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping unfinished calls"),
         }
         purger.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }

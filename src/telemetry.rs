@@ -36,6 +36,11 @@ pub struct TelemetrySettings {
     pub service_name: String,
     /// Colours in pretty logs (only when writing to a terminal).
     pub ansi: bool,
+    /// Whether to record metrics at all (the server does; one-shot subcommands do not). They
+    /// are exported where traces are, and served to Prometheus when `prometheus` is set.
+    pub metrics: bool,
+    /// Serve metrics in Prometheus' format (`--metrics-listen`).
+    pub prometheus: bool,
 }
 
 /// Where spans go: the configured endpoint, the standard environment's, or nowhere.
@@ -72,6 +77,7 @@ impl Export {
 #[derive(Debug, Default)]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    _metrics: crate::metrics::MetricsGuard,
 }
 
 impl TelemetryGuard {
@@ -127,10 +133,18 @@ where
     } else {
         Export::Off
     };
-    let provider = match export {
+    let endpoint = match &export {
         Export::Off => None,
-        Export::To(endpoint) => Some(otlp_tracer_provider(Some(&endpoint), settings)?),
-        Export::FromEnvironment => Some(otlp_tracer_provider(None, settings)?),
+        Export::To(endpoint) => Some(Some(endpoint.as_str())),
+        Export::FromEnvironment => Some(None),
+    };
+    let provider = endpoint
+        .map(|endpoint| otlp_tracer_provider(endpoint, settings))
+        .transpose()?;
+    let metrics = if settings.metrics {
+        crate::metrics::install(settings.prometheus, endpoint, resource(settings))?
+    } else {
+        crate::metrics::MetricsGuard::default()
     };
     // Spans keep their code location; tracing's own busy/idle timings and thread ids are
     // not OpenTelemetry attributes anyone queries, so they stay out.
@@ -141,7 +155,10 @@ where
             .with_tracer(p.tracer(env!("CARGO_PKG_NAME")))
     });
     let registry = Registry::default().with(filter).with(otel);
-    let guard = TelemetryGuard { provider };
+    let guard = TelemetryGuard {
+        provider,
+        _metrics: metrics,
+    };
     Ok((registry.with(pretty).with(json), guard))
 }
 
@@ -181,13 +198,19 @@ fn otlp_tracer_provider(
     let exporter = exporter
         .build()
         .context("building the OTLP span exporter")?;
+    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter);
+    Ok(provider.with_resource(resource(settings)).build())
+}
+
+/// The resource traces and metrics carry: `service.name` (unless `OTEL_SERVICE_NAME` names
+/// another), `service.version`, and `OTEL_RESOURCE_ATTRIBUTES`.
+fn resource(settings: &TelemetrySettings) -> Resource {
     let mut resource = Resource::builder()
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(settings.service_name.clone());
     }
-    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter);
-    Ok(provider.with_resource(resource.build()).build())
+    resource.build()
 }
 
 #[cfg(test)]
@@ -216,6 +239,8 @@ mod tests {
             otlp_endpoint: otlp_endpoint.map(Into::into),
             service_name: "mfa-reset-test".into(),
             ansi: false,
+            metrics: false,
+            prometheus: false,
         }
     }
 

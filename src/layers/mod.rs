@@ -6,13 +6,14 @@
 //!    one is minted; either way it is echoed back and names the call's span.
 //! 2. [`trace`]: one SERVER span per call, named after the RPC, continuing the caller's
 //!    trace (principal, customers and reset filled in later), and one log line as it ends.
-//! 3. [`complete`]: any status without an `ErrorInfo` (tonic's, another layer's) gets one.
-//! 4. [`deadline`]: the call's deadline (`grpc-timeout`, capped by the server's timeout),
+//! 3. [`rpc_metrics`]: each call's duration by RPC and final status code.
+//! 4. [`complete`]: any status without an `ErrorInfo` (tonic's, another layer's) gets one.
+//! 5. [`deadline`]: the call's deadline (`grpc-timeout`, capped by the server's timeout),
 //!    answered DEADLINE_EXCEEDED when passed; everything inside waits within it.
-//! 5. The global concurrency limit.
-//! 6. Authentication ([`crate::auth::AuthLayer`]): every path but health and reflection.
-//! 7. [`rate_limit`]: per principal.
-//! 8. [`db_ready`]: a connection within the deadline, or UNAVAILABLE + RetryInfo.
+//! 6. The global concurrency limit.
+//! 7. Authentication ([`crate::auth::AuthLayer`]): every path but health and reflection.
+//! 8. [`rate_limit`]: per principal.
+//! 9. [`db_ready`]: a connection within the deadline, or UNAVAILABLE + RetryInfo.
 //!
 //! Handlers never see a call that skipped any of these.
 
@@ -21,6 +22,7 @@ pub mod db_ready;
 pub mod deadline;
 pub mod rate_limit;
 pub mod request_id;
+pub mod rpc_metrics;
 pub mod trace;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
@@ -90,6 +92,7 @@ where
                     .on_eos(trace::on_eos)
                     .on_failure(trace::on_failure),
             )
+            .layer(rpc_metrics::RpcMetricsLayer)
             .layer(complete::CompleteLayer::new(self.max_message_bytes))
             .layer(deadline::DeadlineLayer::new(self.request_timeout))
             .layer(GlobalConcurrencyLimitLayer::new(

@@ -97,6 +97,7 @@ where
             if let Err(not_until) = limiter.limiter.check_key(&principal.subject().to_string()) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 tracing::info!(retry_after_ms = wait.as_millis() as u64, "rate limited");
+                crate::metrics::rate_limited();
                 let status = status(
                     Code::ResourceExhausted,
                     Reason::RateLimited,

@@ -98,7 +98,8 @@ pub fn on_failure(failure: GrpcFailureClass, latency: Duration, span: &Span) {
     }
 }
 
-fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+/// The `grpc-status` of headers or trailers, if they carry one.
+pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 

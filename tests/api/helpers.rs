@@ -198,6 +198,7 @@ impl TestSettings for Settings {
             request_id_purge_interval: Duration::from_secs(3600),
             watch: WatchSettings::default(),
             transport: TransportSettings::default(),
+            metrics_listen: None,
         }
     }
 }

@@ -16,6 +16,7 @@ mod demo_and_cli;
 mod errors_and_validation;
 mod idempotency;
 mod methods;
+mod metrics;
 mod nodelay;
 mod outage;
 mod paging;

@@ -255,6 +255,7 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
             ..mfa_reset::config::WatchSettings::default()
         },
         transport: mfa_reset::config::TransportSettings::default(),
+        metrics_listen: None,
     };
     // Builds (and migrates) first: the schema is the service's own.
     let app = Application::build(settings)

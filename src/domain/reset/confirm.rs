@@ -303,6 +303,7 @@ fn stale_check(
         message.push_str(&format!("; and {more} more"));
     }
     let count = changes.len();
+    crate::metrics::reset(crate::metrics::ResetOutcome::Stale);
     Err(DomainError::Aborted {
         reason: Reason::PlanStale,
         message,
@@ -409,6 +410,7 @@ pub(super) async fn apply(
         return Err(lost_race());
     }
     audit::record(txn, events).await?;
+    crate::metrics::users_reset(affected.len());
     Ok(Applied {
         users: affected.len(),
         methods_deleted: delete.len(),

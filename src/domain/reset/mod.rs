@@ -343,8 +343,8 @@ fn state_error(reset: &MfaReset) -> DomainError {
         .with_metadata_value("state", MetadataValue::ResetState(reset.state))
 }
 
-/// Moves reset `id` from one of the states `from` to `to`, setting `set` (who and when):
-/// every state change of a reset. Refused when the reset expired meanwhile by the database's
+/// Moves reset `id` from one of the states `from` to `to`, setting `set` (who and when), and
+/// counts it (`mfa_reset.resets`): every state change of a reset. Refused when the reset expired meanwhile by the database's
 /// clock (RESET_EXPIRED) or was changed concurrently (ABORTED); the caller's transaction
 /// then rolls back.
 async fn move_state<const N: usize>(
@@ -354,11 +354,22 @@ async fn move_state<const N: usize>(
     to: ResetState,
     set: [(mfa_resets::Column, sea_orm::Value); N],
 ) -> DomainResult<()> {
-    if store::resets::transition(txn, id, from, to, set).await? {
-        Ok(())
-    } else {
-        Err(unchanged(txn, id).await?)
+    if !store::resets::transition(txn, id, from, to, set).await? {
+        return Err(unchanged(txn, id).await?);
     }
+    use crate::metrics::ResetOutcome as O;
+    let outcome = match to {
+        ResetState::AwaitingApproval => Some(O::AwaitingApproval),
+        ResetState::Confirmed if from.contains(&ResetState::AwaitingApproval) => Some(O::Approved),
+        ResetState::Confirmed => Some(O::Confirmed),
+        ResetState::Rejected => Some(O::Rejected),
+        ResetState::Cancelled => Some(O::Cancelled),
+        ResetState::Pending | ResetState::Expired => None,
+    };
+    if let Some(outcome) = outcome {
+        crate::metrics::reset(outcome);
+    }
+    Ok(())
 }
 
 /// One audit event per customer of `reset`, by `caller`, about it and with `reason`, with

@@ -121,6 +121,7 @@ pub async fn summarize(
     store::resets::insert(&txn, model, &selection.ids(), rows).await?;
     idempotency::remember(&txn, caller, &idempotency, &summarized).await?;
     store::commit(txn).await?;
+    crate::metrics::reset(crate::metrics::ResetOutcome::Summarized);
     Ok(Answer::New(summarized))
 }
 
