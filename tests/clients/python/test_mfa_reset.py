@@ -164,3 +164,45 @@ def test_errors_decode_with_the_standard_google_rpc_types(api, stubs, server):
     [detail] = [d for d in rpc_status.from_call(raised.value).details if d.Is(info.DESCRIPTOR)]
     detail.Unpack(info)
     assert info.reason == "TOKEN_MISSING"
+
+
+def test_the_example_program_resets_one_user(server):
+    """examples/python/reset_one_user.py, run as its docstring says, on the stubs made here."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, _STUBS
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "python" / "reset_one_user.py"),
+            "--addr", server.addr,
+            "--token", server.env["TOKEN"],
+            "--customer", server.env["NORTHWIND"],
+            "--subject", "northwind|0003",
+        ],
+        env={**os.environ, "PYTHONPATH": str(_STUBS)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "MFA_RESET_STATE_CONFIRMED" in run.stdout, run.stdout
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "python" / "reset_one_user.py"),
+            "--addr", server.addr,
+            "--token", server.env["TOKEN"],
+            "--customer", "nope",
+            "--subject", "x",
+        ],
+        env={**os.environ, "PYTHONPATH": str(_STUBS)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "reason INVALID_ARGUMENT" in bad.stderr and "customer_ids[0]" in bad.stderr
