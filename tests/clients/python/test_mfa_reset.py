@@ -174,35 +174,25 @@ def test_the_example_program_resets_one_user(server):
 
     from conftest import REPO, _STUBS
 
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "examples" / "python" / "reset_one_user.py"),
-            "--addr", server.addr,
-            "--token", server.env["TOKEN"],
-            "--customer", server.env["NORTHWIND"],
-            "--subject", "northwind|0003",
-        ],
-        env={**os.environ, "PYTHONPATH": str(_STUBS)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    def example(customer, subject):
+        return subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "examples" / "python" / "reset_one_user.py"),
+                "--addr", server.addr,
+                "--token", server.env["TOKEN"],
+                "--customer", customer,
+                "--subject", subject,
+            ],
+            env={**os.environ, "PYTHONPATH": str(_STUBS)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    run = example(server.env["NORTHWIND"], "northwind|0003")
     assert run.returncode == 0, run.stderr
     assert "MFA_RESET_STATE_CONFIRMED" in run.stdout, run.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "examples" / "python" / "reset_one_user.py"),
-            "--addr", server.addr,
-            "--token", server.env["TOKEN"],
-            "--customer", "nope",
-            "--subject", "x",
-        ],
-        env={**os.environ, "PYTHONPATH": str(_STUBS)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = example("nope", "x")
     assert bad.returncode == 1
     assert "reason INVALID_ARGUMENT" in bad.stderr and "customer_ids[0]" in bad.stderr
