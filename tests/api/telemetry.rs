@@ -508,6 +508,27 @@ async fn traces_reach_the_collector_joined_to_the_callers_trace_and_without_cont
         "every call's line has a trace id"
     );
 
+    // One INFO line per domain change: the user created (by id), the reset confirmed (with
+    // its customers, users and methods).
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"] == "change recorded"
+            && l["action"] == "USER_CREATED"
+            && l["user_id"] == user.id.as_str()),
+        "{logs}"
+    );
+    let confirmed = lines
+        .iter()
+        .find(|l| l["message"] == "MFA reset confirmed")
+        .unwrap_or_else(|| panic!("no line for the confirm in:\n{logs}"));
+    assert_eq!(confirmed["reset_id"], reset.id.as_str());
+    assert_eq!(confirmed["customer_ids"], customer.id.as_str());
+    assert_eq!(confirmed["users"], 1);
+    assert_eq!(confirmed["methods_deleted"], 1);
+
     // Nothing anywhere names the user's e-mail address or phone number.
     let exported = format!("{:?}", collector.0.lock().expect("collector lock"));
     for secret in [email, phone, "867 5309", "tracy.traced"] {

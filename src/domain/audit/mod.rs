@@ -199,11 +199,58 @@ pub fn v7_floor(at: DateTime<Utc>) -> Uuid {
     uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
 }
 
-/// Writes events, inside the caller's transaction, with one statement per chunk.
+/// Writes events, inside the caller's transaction, with one statement per chunk, and logs
+/// the change at INFO: one line per kind of event (its action, how many, the customers, the
+/// user, the method or the reset they are about; ids only). A reset's own lines say more
+/// (`reset::confirm`, `reset::approve`), so its per-user MFA_RESET events are not repeated.
+/// Written inside the transaction, the line comes before the commit: a call whose commit
+/// fails says so in its `call finished` line.
 pub async fn record(db: &impl ConnectionTrait, events: Vec<AuditEvent>) -> DomainResult<()> {
+    log_changes(&events);
     let models = events.into_iter().map(AuditEvent::into_model).collect();
     store::audit::insert_many(db, models).await?;
     Ok(())
+}
+
+fn log_changes(events: &[AuditEvent]) {
+    /// Customers named in one line; the count says how many there were.
+    const MAX_LOGGED_CUSTOMERS: usize = 20;
+    let mut actions: Vec<AuditAction> = Vec::new();
+    for action in events.iter().map(AuditEvent::action) {
+        if !actions.contains(&action) {
+            actions.push(action);
+        }
+    }
+    for action in actions {
+        // Said by the reset's own line, with its counts.
+        if matches!(
+            action,
+            AuditAction::MfaReset
+                | AuditAction::ResetApprovalRequested
+                | AuditAction::ResetApproved
+        ) {
+            continue;
+        }
+        let of_kind: Vec<&AuditEvent> = events.iter().filter(|e| e.action() == action).collect();
+        let customers: Vec<String> = of_kind
+            .iter()
+            .take(MAX_LOGGED_CUSTOMERS)
+            .map(|e| {
+                e.customer_id
+                    .map_or_else(|| "*".to_string(), |c| c.to_string())
+            })
+            .collect();
+        let first = of_kind.first();
+        tracing::info!(
+            action = action.as_str(),
+            count = of_kind.len(),
+            customer_ids = %customers.join(","),
+            user_id = first.and_then(|e| e.user.as_ref()).map(|u| u.id.to_string()).unwrap_or_default(),
+            method_id = first.and_then(|e| e.method_id).map(|m| m.to_string()).unwrap_or_default(),
+            reset_id = first.and_then(|e| e.reset_id).map(|r| r.to_string()).unwrap_or_default(),
+            "change recorded"
+        );
+    }
 }
 
 /// Filters of [`list`].

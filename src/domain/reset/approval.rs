@@ -226,7 +226,6 @@ pub async fn reject(
             }
         });
         audit::record(txn, events).await?;
-        tracing::info!(reset_id = %id, "MFA reset rejected");
         reset.state = ResetState::Rejected;
         reset.rejected = Some((caller.subject.clone(), now));
         reset.rejection_reason = Some(reason.to_string());
