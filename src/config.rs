@@ -155,8 +155,9 @@ pub struct HealthArgs {
     /// Speak TLS, trusting this PEM CA certificate for the server's.
     #[arg(long, env = "MFA_RESET_HEALTH_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
-    /// The name the server's certificate must carry (default: the host of `--addr`).
-    #[arg(long, requires = "tls_ca")]
+    /// The name the server's certificate must carry (default: the host of `--addr`; a
+    /// container's health check on 127.0.0.1 names the certificate's DNS name here).
+    #[arg(long, env = "MFA_RESET_HEALTH_TLS_SERVER_NAME", requires = "tls_ca")]
     pub tls_server_name: Option<String>,
     /// Client certificate (PEM) for a server that requires one, with `--tls-client-key`.
     #[arg(long, env = "MFA_RESET_HEALTH_TLS_CLIENT_CERT", requires_all = ["tls_ca", "tls_client_key"])]
@@ -319,21 +320,14 @@ pub struct ServeArgs {
     )]
     pub http2_keepalive_timeout_secs: u64,
     /// After this many seconds a connection is asked to close (HTTP/2 GOAWAY), so that
-    /// long-lived clients reconnect and spread over replicas as they scale (0: never).
+    /// long-lived clients reconnect and spread over replicas as they scale (0: never). Calls
+    /// already on it finish there; new ones go over a new connection.
     #[arg(
         long,
         env = "MFA_RESET_MAX_CONNECTION_AGE_SECS",
         default_value_t = 1800
     )]
     pub max_connection_age_secs: u64,
-    /// How long calls on a connection past its age may still take before it is closed, in
-    /// seconds (change streams then end and reconnect with their cursor).
-    #[arg(
-        long,
-        env = "MFA_RESET_MAX_CONNECTION_AGE_GRACE_SECS",
-        default_value_t = 300
-    )]
-    pub max_connection_age_grace_secs: u64,
 }
 
 /// Flags of `token`.
@@ -448,10 +442,8 @@ pub struct TransportSettings {
     pub http2_keepalive: Option<Duration>,
     /// How long a ping waits for its answer.
     pub http2_keepalive_timeout: Duration,
-    /// When a connection is asked to close (`None`: never).
+    /// When a connection is asked to close (`None`: never). Its calls finish there.
     pub max_connection_age: Option<Duration>,
-    /// How long its calls may then still take.
-    pub max_connection_age_grace: Duration,
 }
 
 impl Default for TransportSettings {
@@ -461,7 +453,6 @@ impl Default for TransportSettings {
             http2_keepalive: Some(Duration::from_secs(60)),
             http2_keepalive_timeout: Duration::from_secs(20),
             max_connection_age: Some(Duration::from_secs(1800)),
-            max_connection_age_grace: Duration::from_secs(300),
         }
     }
 }
@@ -552,7 +543,6 @@ impl Settings {
                     serve.http2_keepalive_timeout_secs.max(1),
                 ),
                 max_connection_age: seconds_or_off(serve.max_connection_age_secs),
-                max_connection_age_grace: Duration::from_secs(serve.max_connection_age_grace_secs),
             },
         }
     }

@@ -13,7 +13,9 @@
 //! | `mfa_reset.watch.streams` | gauge | (open change streams) |
 //!
 //! Instruments are made once per process from the global meter provider ([`install`] sets
-//! it); without one (the in-process tests) they record nothing.
+//! it); without one (the in-process tests) they record nothing. Counts made inside a write
+//! transaction are recorded once it commits ([`after_commit`]); RPC labels come only from
+//! this server's own RPC names ([`rpc_of`]).
 
 use std::{
     net::SocketAddr,
@@ -106,18 +108,64 @@ impl ResetOutcome {
     }
 }
 
-/// Counts one reset outcome. Changes are counted as they are made, inside their
-/// transaction: a commit that then fails (and fails its call) may count one that did not
-/// land.
-pub fn reset(outcome: ResetOutcome) {
-    instruments()
-        .resets
-        .add(1, &[KeyValue::new("outcome", outcome.as_str())]);
+/// A count made inside a transaction, held until it commits.
+#[derive(Clone, Copy, Debug)]
+enum Deferred {
+    Reset(ResetOutcome),
+    UsersReset(usize),
 }
 
-/// Counts the users a reset reset.
+tokio::task_local! {
+    /// The counts of the write transaction running in this task (see [`after_commit`]).
+    static PENDING: std::cell::RefCell<Vec<Deferred>>;
+}
+
+/// Runs `work` (a write transaction) so that the counts made inside it are recorded only if
+/// it returns Ok, that is once it has committed; a rolled-back or failed one counts nothing.
+pub async fn after_commit<T, E>(work: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    let (result, pending) = PENDING
+        .scope(std::cell::RefCell::new(Vec::new()), async {
+            let result = work.await;
+            let pending = PENDING.with(|p| p.take());
+            (result, pending)
+        })
+        .await;
+    if result.is_ok() {
+        pending.into_iter().for_each(record);
+    }
+    result
+}
+
+fn defer(count: Deferred) {
+    // Outside a transaction's scope (nothing to wait for), record at once.
+    if PENDING.try_with(|p| p.borrow_mut().push(count)).is_err() {
+        record(count);
+    }
+}
+
+fn record(count: Deferred) {
+    match count {
+        Deferred::Reset(outcome) => instruments()
+            .resets
+            .add(1, &[KeyValue::new("outcome", outcome.as_str())]),
+        Deferred::UsersReset(users) => instruments().users_reset.add(users as u64, &[]),
+    }
+}
+
+/// Counts one reset outcome, once its transaction commits (see [`after_commit`]).
+pub fn reset(outcome: ResetOutcome) {
+    defer(Deferred::Reset(outcome));
+}
+
+/// Counts a confirm or approval refused as stale: at once, since its transaction is rolled
+/// back by the refusal.
+pub fn stale_plan() {
+    record(Deferred::Reset(ResetOutcome::Stale));
+}
+
+/// Counts the users a reset reset, once its transaction commits.
 pub fn users_reset(users: usize) {
-    instruments().users_reset.add(users as u64, &[]);
+    defer(Deferred::UsersReset(users));
 }
 
 /// Counts a call refused by the rate limit.
@@ -125,9 +173,48 @@ pub fn rate_limited() {
     instruments().rate_limited.add(1, &[]);
 }
 
-/// Records one call's duration and status code; `rpc` is its path without the leading `/`.
-pub fn rpc_finished(rpc: &str, code: i32, duration: Duration) {
-    let (service, method) = rpc.split_once('/').unwrap_or((rpc, ""));
+/// The `(service, method)` a request path names when this server has that RPC; any other
+/// path (unknown, mistyped, a scan) is `("_OTHER", "_OTHER")`, as OpenTelemetry's RPC
+/// conventions say, so that no caller can add metric series or span names.
+pub fn rpc_of(path: &str) -> (&str, &str) {
+    static KNOWN: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        use prost::Message as _;
+        let mut known: std::collections::HashSet<String> = [
+            "grpc.health.v1.Health/Check",
+            "grpc.health.v1.Health/Watch",
+            "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        if let Ok(set) = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET) {
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        known.insert(format!(
+                            "{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        known
+    });
+    let rpc = path.trim_start_matches('/');
+    match rpc.split_once('/') {
+        Some(split) if known.contains(rpc) => split,
+        _ => ("_OTHER", "_OTHER"),
+    }
+}
+
+/// Records one call's duration and status code; `path` is its request path.
+pub fn rpc_finished(path: &str, code: i32, duration: Duration) {
+    let (service, method) = rpc_of(path);
     instruments().rpc_duration.record(
         duration.as_secs_f64(),
         &[
@@ -276,12 +363,16 @@ pub fn install(
     })
 }
 
+/// Most scrapes served at once; more connections are closed at once.
+const MAX_SCRAPES: usize = 16;
+
 /// Serves `GET /metrics` (Prometheus text format, HTTP/1.1) on `listener`, until the task
-/// is aborted.
+/// is aborted (which ends its connections too). One request per connection, its headers
+/// within 10 s, at most [`MAX_SCRAPES`] at once: an idle or slow client holds nothing.
 pub async fn serve(listener: tokio::net::TcpListener) {
     use http_body_util::Full;
     use hyper::{Response, StatusCode, body::Bytes, service::service_fn};
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
 
     let answer = |path: &str| {
         let Some(registry) = REGISTRY.get() else {
@@ -305,6 +396,8 @@ pub async fn serve(listener: tokio::net::TcpListener) {
             }
         }
     };
+    let scrapes = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -314,6 +407,11 @@ pub async fn serve(listener: tokio::net::TcpListener) {
                 continue;
             }
         };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = scrapes.clone().try_acquire_owned() else {
+            tracing::debug!("too many metrics connections; closing one");
+            continue;
+        };
         let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let (status, body) = answer(request.uri().path());
             let response = Response::builder()
@@ -322,13 +420,19 @@ pub async fn serve(listener: tokio::net::TcpListener) {
                 .body(Full::new(Bytes::from(body)));
             async move { response }
         });
-        tokio::spawn(async move {
-            let builder = hyper::server::conn::http1::Builder::new();
-            if let Err(error) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %error, "metrics connection ended");
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .keep_alive(false);
+            let serving = builder.serve_connection(TokioIo::new(stream), service);
+            // A client that reads its answer slowly gets 30 s in all.
+            match tokio::time::timeout(Duration::from_secs(30), serving).await {
+                Ok(Err(error)) => tracing::debug!(error = %error, "metrics connection ended"),
+                Err(_) => tracing::debug!("metrics connection timed out"),
+                Ok(Ok(())) => {}
             }
         });
     }

@@ -239,11 +239,11 @@ impl Application {
             server = server.tls_config(tls).context("setting up TLS")?;
         }
         if let Some(age) = transport.max_connection_age {
-            // Long-lived clients (change streams, pooled channels) reconnect now and then,
-            // and so spread over the replicas a load balancer adds.
-            server = server
-                .max_connection_age(age)
-                .max_connection_age_grace(transport.max_connection_age_grace);
+            // Long-lived clients (pooled channels) reconnect now and then, and so spread over
+            // the replicas a load balancer adds: a GOAWAY at the age, the calls on the
+            // connection finishing there. No grace is given to tonic: with one, tonic 0.14
+            // sends no GOAWAY and cuts the connection at age + grace instead.
+            server = server.max_connection_age(age);
         }
         let serve = server
             .http2_keepalive_interval(transport.http2_keepalive)

@@ -52,15 +52,21 @@ enum Export {
 }
 
 impl Export {
+    /// Where `signal` (`TRACES`, `METRICS`) goes: the flag, else the standard
+    /// `OTEL_EXPORTER_OTLP_<signal>_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`.
     /// `OTEL_SDK_DISABLED=true` turns export off whatever else is set.
-    fn choose(configured: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Export {
+    fn choose(
+        signal: &str,
+        configured: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Export {
         let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Export::Off;
         }
         match configured {
             Some(endpoint) => Export::To(endpoint.to_string()),
-            None if set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+            None if set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")).is_some()
                 || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() =>
             {
                 Export::FromEnvironment
@@ -126,23 +132,27 @@ where
             (None, Some(json.with_writer(sink)))
         }
     };
-    let export = if settings.export_traces {
-        Export::choose(settings.otlp_endpoint.as_deref(), |name| {
+    let export = |signal: &str| {
+        if !settings.export_traces {
+            return Export::Off;
+        }
+        Export::choose(signal, settings.otlp_endpoint.as_deref(), |name| {
             std::env::var(name).ok()
         })
-    } else {
-        Export::Off
     };
-    let endpoint = match &export {
+    let (traces, metrics) = (export("TRACES"), export("METRICS"));
+    let endpoint = |export: &Export| match export {
         Export::Off => None,
-        Export::To(endpoint) => Some(Some(endpoint.as_str())),
+        Export::To(endpoint) => Some(Some(endpoint.clone())),
         Export::FromEnvironment => Some(None),
     };
-    let provider = endpoint
-        .map(|endpoint| otlp_tracer_provider(endpoint, settings))
+    let provider = endpoint(&traces)
+        .map(|endpoint| otlp_tracer_provider(endpoint.as_deref(), settings))
         .transpose()?;
     let metrics = if settings.metrics {
-        crate::metrics::install(settings.prometheus, endpoint, resource(settings))?
+        let otlp = endpoint(&metrics);
+        let otlp = otlp.as_ref().map(|e| e.as_deref());
+        crate::metrics::install(settings.prometheus, otlp, resource(settings))?
     } else {
         crate::metrics::MetricsGuard::default()
     };
@@ -280,27 +290,31 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         }
-        assert_eq!(Export::choose(None, env(&[])), Export::Off);
+        assert_eq!(Export::choose("TRACES", None, env(&[])), Export::Off);
         assert_eq!(
-            Export::choose(Some("http://c:4317"), env(&[])),
+            Export::choose("TRACES", Some("http://c:4317"), env(&[])),
             Export::To("http://c:4317".into())
         );
         let standard = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")];
         assert_eq!(
-            Export::choose(None, env(&standard)),
+            Export::choose("TRACES", None, env(&standard)),
             Export::FromEnvironment
         );
         let traces_only = [("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317")];
         assert_eq!(
-            Export::choose(None, env(&traces_only)),
+            Export::choose("TRACES", None, env(&traces_only)),
             Export::FromEnvironment
+        );
+        assert_eq!(
+            Export::choose("METRICS", None, env(&traces_only)),
+            Export::Off
         );
         let disabled = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
             ("OTEL_SDK_DISABLED", "TRUE"),
         ];
         assert_eq!(
-            Export::choose(Some("http://c:4317"), env(&disabled)),
+            Export::choose("TRACES", Some("http://c:4317"), env(&disabled)),
             Export::Off
         );
     }

@@ -124,19 +124,23 @@ pub async fn write<T>(
     if let Some(answer) = previous(db, caller, &idempotency).await? {
         return Ok(Answer::Replay(answer));
     }
-    let txn = store::begin_write(db).await?;
-    if let Some(replay) = claim(&txn, caller, &idempotency).await? {
-        // Release the write lock (SQLite) and any row lock now, not when the pool reuses
-        // the connection.
-        txn.rollback().await?;
-        return Ok(Answer::Replay(replay));
-    }
-    let value = work(&txn).await?;
-    remember(&txn, caller, &idempotency, &value).await?;
-    store::commit(txn)
-        .instrument(tracing::info_span!("db.commit"))
-        .await?;
-    Ok(Answer::New(value))
+    // What the work counts (metrics) is recorded only once it has committed.
+    crate::metrics::after_commit(async {
+        let txn = store::begin_write(db).await?;
+        if let Some(replay) = claim(&txn, caller, &idempotency).await? {
+            // Release the write lock (SQLite) and any row lock now, not when the pool reuses
+            // the connection.
+            txn.rollback().await?;
+            return Ok(Answer::Replay(replay));
+        }
+        let value = work(&txn).await?;
+        remember(&txn, caller, &idempotency, &value).await?;
+        store::commit(txn)
+            .instrument(tracing::info_span!("db.commit"))
+            .await?;
+        Ok(Answer::New(value))
+    })
+    .await
 }
 
 /// Claims the key inside `txn`: `None` when the call may go ahead, or the answer of a

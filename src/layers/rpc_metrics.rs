@@ -50,7 +50,7 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let mut pending = Pending {
-            rpc: request.uri().path().trim_start_matches('/').to_string(),
+            path: request.uri().path().to_string(),
             started: Instant::now(),
             done: false,
         };
@@ -67,7 +67,7 @@ where
 
 /// A call not yet recorded.
 struct Pending {
-    rpc: String,
+    path: String,
     started: Instant,
     done: bool,
 }
@@ -76,7 +76,7 @@ impl Pending {
     fn finish(&mut self, code: i32) {
         if !self.done {
             self.done = true;
-            crate::metrics::rpc_finished(&self.rpc, code, self.started.elapsed());
+            crate::metrics::rpc_finished(&self.path, code, self.started.elapsed());
         }
     }
 }

@@ -29,8 +29,15 @@ const INFRASTRUCTURE: [&str; 3] = [
 
 /// The span of a call; see the module documentation.
 pub fn make_span<B>(request: &Request<B>) -> Span {
-    let rpc = request.uri().path().trim_start_matches('/');
-    let (service, method) = rpc.split_once('/').unwrap_or((rpc, ""));
+    // Named after the RPC only when this server has it (a scan of made-up paths makes no
+    // new span names); the path itself is kept as an attribute.
+    let (service, method) = crate::metrics::rpc_of(request.uri().path());
+    let rpc = format!("{service}/{method}");
+    let rpc = if service == "_OTHER" {
+        "_OTHER"
+    } else {
+        rpc.as_str()
+    };
     let request_id = request
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -48,6 +55,7 @@ pub fn make_span<B>(request: &Request<B>) -> Span {
                 rpc.service = %service,
                 rpc.method = %method,
                 rpc.grpc.status_code = tracing::field::Empty,
+                url.path = %request.uri().path(),
                 request_id = %request_id,
                 trace_id = tracing::field::Empty,
                 principal = tracing::field::Empty,

@@ -67,7 +67,7 @@ async fn prometheus_sees_calls_by_method_and_code_resets_users_pool_and_streams(
             command.env_remove(var);
         }
     }
-    let mut child = command
+    let child = command
         .args([
             "serve",
             "--demo",
@@ -83,8 +83,9 @@ async fn prometheus_sees_calls_by_method_and_code_resets_users_pool_and_streams(
         .stderr(Stdio::null())
         .spawn()
         .expect("start mfa-reset serve --demo");
+    let mut child = crate::replicas::KillOnDrop(child);
     let mut exports = std::collections::HashMap::new();
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
     while ![
         "TOKEN",
         "APPROVER_TOKEN",
@@ -218,6 +219,23 @@ async fn prometheus_sees_calls_by_method_and_code_resets_users_pool_and_streams(
     }
     assert!(limited >= 1, "the rate limit answered");
 
+    // Made-up paths (a scan) add no series: they count as _OTHER.
+    for path in ["/no.such.Service/Nope", "/mfareset.v1.Users/Nope"] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.expect("ready");
+        let codec =
+            tonic_prost::ProstCodec::<pb::ListCustomersRequest, pb::ListCustomersResponse>::default(
+            );
+        let answer = grpc
+            .unary(
+                tonic::Request::new(pb::ListCustomersRequest::default()),
+                http::uri::PathAndQuery::from_static(path),
+                codec,
+            )
+            .await;
+        assert!(answer.is_err(), "{path}");
+    }
+
     let (status, text) = get(&metrics_addr, "/metrics").await;
     assert!(status.contains("200"), "{status}");
     let rpc = |method: &str, code: &str| {
@@ -248,6 +266,13 @@ async fn prometheus_sees_calls_by_method_and_code_resets_users_pool_and_streams(
         text.contains("rpc_server_call_duration_seconds_bucket{"),
         "a histogram"
     );
+    let other = sample(
+        &text,
+        "rpc_server_call_duration_seconds_count",
+        &[("rpc_service", "_OTHER"), ("rpc_method", "_OTHER")],
+    );
+    assert_eq!(other, Some(2.0), "{text}");
+    assert!(!text.contains("Nope"), "no series names a made-up path");
     let resets = |outcome: &str| sample(&text, "mfa_reset_resets_total", &[("outcome", outcome)]);
     assert_eq!(resets("summarized"), Some(2.0));
     assert_eq!(resets("confirmed"), Some(1.0));
@@ -276,7 +301,6 @@ async fn prometheus_sees_calls_by_method_and_code_resets_users_pool_and_streams(
     assert!(status.contains("404"), "{status}");
 
     drop(stream);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let _ = std::fs::remove_dir_all(&root);
 }

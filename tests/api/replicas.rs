@@ -190,6 +190,19 @@ where
     }
 }
 
+/// A child process killed when this is dropped, so that a failing test leaves no server
+/// behind holding its ports.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `N` distinct free TCP ports on 127.0.0.1 (free when asked; the servers bind them right
 /// after). The listeners are held together so that no port is handed out twice.
 pub fn free_ports<const N: usize>() -> [u16; N] {

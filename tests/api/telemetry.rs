@@ -139,7 +139,7 @@ async fn traces_reach_the_collector_joined_to_the_callers_trace_and_without_cont
             command.env_remove(var);
         }
     }
-    let mut child = command
+    let child = command
         .args(["serve", "--listen", &addr])
         .args(["--database-url", &database_url])
         .arg("--data-dir")
@@ -151,6 +151,7 @@ async fn traces_reach_the_collector_joined_to_the_callers_trace_and_without_cont
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("start mfa-reset serve");
+    let mut child = crate::replicas::KillOnDrop(child);
     let started = Instant::now();
     while tokio::net::TcpStream::connect(&addr).await.is_err() {
         assert!(
@@ -158,7 +159,7 @@ async fn traces_reach_the_collector_joined_to_the_callers_trace_and_without_cont
             "the server did not listen"
         );
         assert!(
-            child.try_wait().expect("poll").is_none(),
+            child.0.try_wait().expect("poll").is_none(),
             "the server exited"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -364,7 +365,7 @@ async fn traces_reach_the_collector_joined_to_the_callers_trace_and_without_cont
         .expect("health");
 
     // SIGTERM: the server flushes its spans as it exits.
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -373,7 +374,7 @@ async fn traces_reach_the_collector_joined_to_the_callers_trace_and_without_cont
             .success()
     );
     let exited = Instant::now();
-    while child.try_wait().expect("poll").is_none() {
+    while child.0.try_wait().expect("poll").is_none() {
         assert!(
             exited.elapsed() < Duration::from_secs(20),
             "the server did not exit"

@@ -303,7 +303,7 @@ fn stale_check(
         message.push_str(&format!("; and {more} more"));
     }
     let count = changes.len();
-    crate::metrics::reset(crate::metrics::ResetOutcome::Stale);
+    crate::metrics::stale_plan();
     Err(DomainError::Aborted {
         reason: Reason::PlanStale,
         message,

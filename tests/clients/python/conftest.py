@@ -96,6 +96,18 @@ def server():
         text=True,
         env=env,
     )
+    try:
+        running = _started(process, port)
+        yield running
+        running.channel.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _started(process, port) -> "Server":
+    """Reads the demo's export lines (at most 60 s) and waits for the port to answer."""
     exports = {}
     deadline = time.monotonic() + 60
     wanted = {"TOKEN", "APPROVER_TOKEN", "NORTHWIND", "CONTOSO", "RESET_ME", "SELF_USER", "CONTOSO_ADMIN", "NO_MFA", "TEAM_1", "TEAM_2", "TEAM_3"}
@@ -110,8 +122,4 @@ def server():
             raise RuntimeError("no export lines within 60 s")
     running = Server(f"127.0.0.1:{port}", exports)
     grpc.channel_ready_future(running.channel).result(timeout=30)
-    yield running
-    running.channel.close()
-    process.terminate()
-    process.wait(timeout=30)
-    shutil.rmtree(data, ignore_errors=True)
+    return running
