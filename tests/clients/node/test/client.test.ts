@@ -84,6 +84,8 @@ describe("a TypeScript client of mfa-reset", () => {
   let customers: InstanceType<typeof CustomersClient>;
   let users: InstanceType<typeof UsersClient>;
   let audit: InstanceType<typeof AuditLogClient>;
+  let address = "";
+  const addressOf = () => address;
   const auth = (variable = "TOKEN") => {
     const metadata = new Metadata();
     metadata.set("authorization", `Bearer ${env[variable]}`);
@@ -113,7 +115,7 @@ describe("a TypeScript client of mfa-reset", () => {
         }
       });
     });
-    const address = `127.0.0.1:${port}`;
+    address = `127.0.0.1:${port}`;
     customers = new CustomersClient(address, credentials.createInsecure());
     users = new UsersClient(address, credentials.createInsecure());
     audit = new AuditLogClient(address, credentials.createInsecure());
@@ -254,6 +256,25 @@ describe("a TypeScript client of mfa-reset", () => {
     );
     assert.equal(approved.mfaReset?.state, MfaResetState.MFA_RESET_STATE_CONFIRMED);
     assert.equal(approved.mfaReset?.approvedBy, "demo-approver");
+  });
+
+  test("the example program resets one user", async () => {
+    const { execFile } = await import("node:child_process");
+    const run = (customer: string, subject: string) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((ok) =>
+        execFile(
+          process.execPath,
+          [join(REPO, "examples", "typescript", "dist", "reset_one_user.js"), addressOf(), env.TOKEN, customer, subject],
+          { timeout: 60_000 },
+          (error, stdout, stderr) => ok({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }),
+        ),
+      );
+    const done = await run(env.NORTHWIND, "northwind|0005");
+    assert.equal(done.code, 0, done.stderr);
+    assert.match(done.stdout, /MFA_RESET_STATE_CONFIRMED/);
+    const bad = await run("nope", "x");
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /customer_ids\[0\]/);
   });
 
   test("errors decode with the google.rpc types", async () => {
