@@ -26,7 +26,7 @@ use std::{
 use anyhow::Context as _;
 use opentelemetry::{
     KeyValue,
-    metrics::{Counter, Histogram, MeterProvider as _, ObservableGauge},
+    metrics::{Counter, Histogram, ObservableGauge},
 };
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use sea_orm::DatabaseConnection;
@@ -356,7 +356,6 @@ pub fn install(
     let provider = provider.build();
     opentelemetry::global::set_meter_provider(provider.clone());
     // Instruments made before this would record nowhere: make them now, from this provider.
-    let _ = provider.meter(METER);
     let _ = instruments();
     Ok(MetricsGuard {
         provider: Some(provider),

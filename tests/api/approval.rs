@@ -317,24 +317,6 @@ impl ApprovalWorld {
     }
 }
 
-async fn confirm(
-    app: &TestApp,
-    subject: &str,
-    reset: &pb::MfaReset,
-) -> Result<pb::MfaReset, Status> {
-    app.users()
-        .confirm_mfa_reset(authed(
-            pb::UsersConfirmMfaResetRequest {
-                reset_id: reset.id.clone(),
-                etag: reset.etag.clone(),
-                request_id: String::new(),
-            },
-            &app.token(subject),
-        ))
-        .await
-        .map(|r| r.into_inner().mfa_reset.expect("reset"))
-}
-
 async fn approve(
     app: &TestApp,
     subject: &str,

@@ -8,10 +8,7 @@ use std::{
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::Ordering,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -24,7 +21,7 @@ use mfa_reset::{
     proto::v1::{self as pb, customers_client::CustomersClient},
 };
 use serde_json::{Value, json};
-use tonic::{Code, Request, Status, transport::Endpoint};
+use tonic::{Code, Request, Status};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -36,7 +33,7 @@ use tonic_types::StatusExt;
 
 use crate::helpers::{
     ALL_KINDS, AUDIENCE, Backend, ISSUER, PROVISIONER, TestApp, TestDatabase, TestSettings,
-    assert_error, authed,
+    assert_error, authed, counted_channel,
 };
 
 // A refused token never reaches a handler (the auth layer answers), so the refusals run on
@@ -216,22 +213,7 @@ async fn oversized_tokens_are_refused_and_the_connection_survives(app: &TestApp)
     // One connection, counted, with a health watch streaming on it the whole time: an
     // HTTP/2 GOAWAY or a dropped connection would end the watch and make the channel
     // reconnect.
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counter = connections.clone();
-    let channel = Endpoint::from_shared(app.endpoint.clone())
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |uri: http::Uri| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            async move {
-                let host = uri.host().unwrap_or("127.0.0.1").to_string();
-                let port = uri.port_u16().unwrap_or(80);
-                tokio::net::TcpStream::connect((host, port))
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
-        .await
-        .expect("connect");
+    let (channel, connections) = counted_channel(app).await;
     let mut watch = HealthClient::new(channel.clone())
         .watch(HealthCheckRequest::default())
         .await

@@ -288,10 +288,7 @@ fn binary(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 /// The binary as a script runs it: no `--log`, so only what the subcommand answers.
 fn script(data_dir: &std::path::Path, args: &[&str]) -> (serde_json::Value, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mfa-reset"))
-        .env_remove("MFA_RESET_LOG")
-        .env_remove("RUST_LOG")
-        .env_remove("MFA_RESET_OUTPUT")
+    let output = crate::replicas::binary()
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--output", "json"])

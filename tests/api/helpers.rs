@@ -445,6 +445,52 @@ fn fixture_role(role: &str) -> Role {
     Role::parse(role).expect("a role name")
 }
 
+/// `ConfirmMfaReset` of `reset` (with its etag) as `subject`.
+pub async fn confirm(
+    app: &TestApp,
+    subject: &str,
+    reset: &pb::MfaReset,
+) -> Result<pb::MfaReset, Status> {
+    app.users()
+        .confirm_mfa_reset(authed(
+            pb::UsersConfirmMfaResetRequest {
+                reset_id: reset.id.clone(),
+                etag: reset.etag.clone(),
+                request_id: String::new(),
+            },
+            &app.token(subject),
+        ))
+        .await
+        .map(|r| r.into_inner().mfa_reset.expect("reset"))
+}
+
+/// A channel to `app` that counts the TCP connections it opens.
+pub async fn counted_channel(
+    app: &TestApp,
+) -> (Channel, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    let channel = tonic::transport::Endpoint::from_shared(app.endpoint.clone())
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |uri: http::Uri| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let host = uri.host().unwrap_or("127.0.0.1").to_string();
+                let port = uri.port_u16().unwrap_or(80);
+                tokio::net::TcpStream::connect((host, port))
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .expect("connect");
+    (channel, connections)
+}
+
 /// Every method kind.
 pub const ALL_KINDS: [pb::MethodKind; 7] = [
     pb::MethodKind::Phone,

@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     helpers::*,
-    replicas::{BINARY_ENV, free_ports},
+    replicas::{binary, free_ports},
 };
 
 /// `GET path` over HTTP/1.1: (status line, body).
@@ -58,16 +58,7 @@ async fn prometheus_sees_calls_by_method_and_code_resets_users_pool_and_streams(
         format!("127.0.0.1:{port}"),
         format!("127.0.0.1:{metrics_port}"),
     );
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mfa-reset"));
-    for var in BINARY_ENV {
-        command.env_remove(var);
-    }
-    for (var, _) in std::env::vars() {
-        if var.starts_with("OTEL_") || var.starts_with("MFA_RESET_") {
-            command.env_remove(var);
-        }
-    }
-    let child = command
+    let child = binary()
         .args([
             "serve",
             "--demo",

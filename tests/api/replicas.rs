@@ -211,15 +211,19 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     listeners.map(|l| l.local_addr().expect("local address").port())
 }
 
-/// Environment variables that would override the flags a test passes to the binary.
-pub const BINARY_ENV: [&str; 6] = [
-    "MFA_RESET_DATABASE_URL",
-    "MFA_RESET_SECRET_FILE",
-    "MFA_RESET_DATA_DIR",
-    "MFA_RESET_JWT_PUBLIC_KEYS",
-    "MFA_RESET_JWKS_FILE",
-    "MFA_RESET_LISTEN",
-];
+/// The `mfa-reset` binary, without the environment a developer's shell may set that would
+/// override the flags a test passes (`MFA_RESET_*`), export telemetry (`OTEL_*`) or change
+/// the logs (`RUST_LOG`).
+pub fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mfa-reset"));
+    for (var, _) in std::env::vars_os() {
+        let name = var.to_string_lossy();
+        if name.starts_with("MFA_RESET_") || name.starts_with("OTEL_") || name == "RUST_LOG" {
+            command.env_remove(&var);
+        }
+    }
+    command
+}
 
 /// One `mfa-reset serve` process.
 pub struct Replica {
@@ -245,11 +249,7 @@ impl Replica {
         let addr = format!("127.0.0.1:{port}");
         let log = root.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mfa-reset"));
-        for var in BINARY_ENV {
-            command.env_remove(var);
-        }
-        let child = command
+        let child = binary()
             .args(["serve", "--listen", &addr, "--database-url", database_url])
             .arg("--secret-file")
             .arg(secret_file)
@@ -322,11 +322,7 @@ impl Replica {
 
 /// Runs the binary as an operator would (`grant`, ...) and asserts it succeeded.
 pub fn operator(database_url: &str, root: &Path, args: &[&str]) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mfa-reset"));
-    for var in BINARY_ENV {
-        command.env_remove(var);
-    }
-    let output = command
+    let output = binary()
         .args(["--database-url", database_url])
         .arg("--data-dir")
         .arg(root.join("operator-data"))

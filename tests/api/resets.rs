@@ -32,24 +32,6 @@ async fn summarize(
         .map(|r| r.into_inner())
 }
 
-async fn confirm(
-    app: &TestApp,
-    subject: &str,
-    reset: &pb::MfaReset,
-) -> Result<pb::MfaReset, tonic::Status> {
-    app.users()
-        .confirm_mfa_reset(authed(
-            pb::UsersConfirmMfaResetRequest {
-                reset_id: reset.id.clone(),
-                etag: reset.etag.clone(),
-                request_id: String::new(),
-            },
-            &app.token(subject),
-        ))
-        .await
-        .map(|r| r.into_inner().mfa_reset.expect("reset"))
-}
-
 async fn methods_of(app: &TestApp, user: &pb::User) -> Vec<pb::AuthenticationMethod> {
     app.methods()
         .list_authentication_methods(authed(

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::{
     helpers::*,
-    replicas::{BINARY_ENV, free_ports, operator, token_with},
+    replicas::{binary, free_ports, operator, token_with},
 };
 
 /// What the collector received: every export request, as sent.
@@ -130,16 +130,7 @@ async fn traces_reach_the_collector_joined_to_the_callers_trace_and_without_cont
     let [port] = free_ports();
     let addr = format!("127.0.0.1:{port}");
     let log = root.join("server.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mfa-reset"));
-    for var in BINARY_ENV {
-        command.env_remove(var);
-    }
-    for (var, _) in std::env::vars() {
-        if var.starts_with("OTEL_") || var == "RUST_LOG" {
-            command.env_remove(var);
-        }
-    }
-    let child = command
+    let child = binary()
         .args(["serve", "--listen", &addr])
         .args(["--database-url", &database_url])
         .arg("--data-dir")

@@ -4,11 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -187,11 +183,7 @@ async fn reaches(channel: Result<Channel, String>, token: &str) -> bool {
 
 /// `mfa-reset health` with `args`: (exit success, stdout).
 fn health(args: &[&str]) -> (bool, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mfa-reset"));
-    for var in crate::replicas::BINARY_ENV {
-        command.env_remove(var);
-    }
-    let output = command
+    let output = crate::replicas::binary()
         .args(["--log", "warn", "health"])
         .args(args)
         .output()
@@ -384,22 +376,7 @@ async fn past_their_maximum_age_connections_take_no_new_calls_and_finish_the_ope
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     run_with(Backend::Sqlite, short_lived_connections, |app| {
         Box::pin(async move {
-            let connections = Arc::new(AtomicUsize::new(0));
-            let counter = connections.clone();
-            let channel = Endpoint::from_shared(app.endpoint.clone())
-                .expect("endpoint")
-                .connect_with_connector(tower::service_fn(move |uri: http::Uri| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        let host = uri.host().unwrap_or("127.0.0.1").to_string();
-                        let port = uri.port_u16().unwrap_or(80);
-                        tokio::net::TcpStream::connect((host, port))
-                            .await
-                            .map(hyper_util::rt::TokioIo::new)
-                    }
-                }))
-                .await
-                .expect("connect");
+            let (channel, connections) = counted_channel(app).await;
             let token = app.token(ADMIN);
             list_customers(channel.clone(), &token)
                 .await
