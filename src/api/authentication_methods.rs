@@ -57,7 +57,7 @@ impl AuthenticationMethods for AuthenticationMethodsService {
                 ..req.clone()
             },
         );
-        let after = v.cursor(&self.state.page_tokens, &binding, &req.page_token);
+        let after = v.user_cursor(&self.state.page_tokens, &binding, &req.page_token);
         let (ids, query, size, after) = v.finish((ids, query, size, after))?;
         record_customers(&ids);
         let selection =
@@ -70,7 +70,7 @@ impl AuthenticationMethods for AuthenticationMethodsService {
         )
         .await?;
         Ok(Response::new(pb::ListUsersWithMethodsResponse {
-            next_page_token: self.state.page_tokens.seal_id(&binding, page.next),
+            next_page_token: (self.state.page_tokens).seal_user(&binding, page.next.as_ref()),
             users: page
                 .items
                 .iter()

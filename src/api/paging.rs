@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::FieldViolation;
+use crate::domain::users::UserCursor;
+use crate::store::search::Rank;
 
 const NONCE_LEN: usize = 24;
 
@@ -121,6 +123,54 @@ impl PageTokens {
         Uuid::from_slice(&bytes)
             .map(Some)
             .map_err(|_| FieldViolation::new("page_token", "is malformed"))
+    }
+}
+
+/// Tag of a ranked user cursor's encoding (an id cursor is the 16 bytes of the id alone).
+const RANKED: u8 = b'R';
+
+impl PageTokens {
+    /// Seals the cursor of a user list; `None` (last page) gives the empty token.
+    pub fn seal_user(&self, binding: &Binding, cursor: Option<&UserCursor>) -> String {
+        match cursor {
+            None => String::new(),
+            Some(UserCursor::Id(id)) => self.seal(binding, id.uuid().as_bytes()),
+            Some(UserCursor::Ranked { rank, name, id }) => {
+                let mut bytes = vec![RANKED, *rank as u8];
+                bytes.extend(id.uuid().as_bytes());
+                bytes.extend(name.as_bytes());
+                self.seal(binding, &bytes)
+            }
+        }
+    }
+
+    /// Opens the cursor of a user list; the empty token is the first page.
+    pub fn open_user(
+        &self,
+        binding: &Binding,
+        token: &str,
+    ) -> Result<Option<UserCursor>, FieldViolation> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let malformed = || FieldViolation::new("page_token", "is malformed");
+        let bytes = self.open(binding, token)?;
+        if let Ok(id) = Uuid::from_slice(&bytes) {
+            return Ok(Some(UserCursor::Id(id.into())));
+        }
+        match bytes.as_slice() {
+            [RANKED, rank, rest @ ..] if rest.len() >= 16 => {
+                let (id, name) = rest.split_at(16);
+                let id = Uuid::from_slice(id).map_err(|_| malformed())?;
+                let name = String::from_utf8(name.to_vec()).map_err(|_| malformed())?;
+                Ok(Some(UserCursor::Ranked {
+                    rank: Rank::from_i32(i32::from(*rank)),
+                    name,
+                    id: id.into(),
+                }))
+            }
+            _ => Err(malformed()),
+        }
     }
 }
 

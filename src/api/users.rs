@@ -54,7 +54,7 @@ pub(crate) fn user_query(
     let method_kinds =
         v.enum_list::<pb::MethodKind, MethodKind>(&format!("{prefix}method_kinds"), method_kinds);
     Some(UserQuery {
-        prefix: text,
+        search: text,
         mfa_states: mfa_states?,
         method_kinds: method_kinds?,
         external_subjects: Vec::new(),
@@ -88,7 +88,7 @@ impl Users for UsersService {
                 ..req.clone()
             },
         );
-        let after = v.cursor(&self.state.page_tokens, &binding, &req.page_token);
+        let after = v.user_cursor(&self.state.page_tokens, &binding, &req.page_token);
         let (ids, mut query, external_subjects, size, after) =
             v.finish((ids, query, subjects, size, after))?;
         query.external_subjects = external_subjects;
@@ -102,7 +102,7 @@ impl Users for UsersService {
         )
         .await?;
         Ok(Response::new(pb::ListUsersResponse {
-            next_page_token: self.state.page_tokens.seal_id(&binding, page.next),
+            next_page_token: (self.state.page_tokens).seal_user(&binding, page.next.as_ref()),
             users: page.items.iter().map(convert::user).collect(),
         }))
     }

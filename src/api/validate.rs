@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::paging::{Binding, PageTokens};
+use crate::domain::users::UserCursor;
 
 use crate::domain::{
     DomainError, FieldViolation, Reason, idempotency::RequestKey, ids::CustomerId, paging,
@@ -271,6 +272,19 @@ impl Violations {
         tokens
             .open_id(binding, token)
             .map(|cursor| cursor.map(T::from))
+            .map_err(|violation| self.0.push(violation))
+            .ok()
+    }
+
+    /// The cursor of a user list in a page token (`Some(None)`: first page).
+    pub fn user_cursor(
+        &mut self,
+        tokens: &PageTokens,
+        binding: &Binding,
+        token: &str,
+    ) -> Option<Option<UserCursor>> {
+        tokens
+            .open_user(binding, token)
             .map_err(|violation| self.0.push(violation))
             .ok()
     }

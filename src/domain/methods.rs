@@ -15,7 +15,7 @@ use super::{
     paging::{Page, PageRequest},
     reason::Reason,
     selection::Selection,
-    users::{self, UserQuery, UserRef},
+    users::{self, UserCursor, UserQuery, UserRef},
 };
 use crate::store::{self, entities::authentication_methods, users::UserLock};
 
@@ -51,8 +51,8 @@ pub async fn list_users_with_methods(
     db: &impl ConnectionTrait,
     selection: &Selection,
     query: &UserQuery,
-    page: PageRequest<UserId>,
-) -> DomainResult<Page<(User, Vec<Method>), UserId>> {
+    page: PageRequest<UserCursor>,
+) -> DomainResult<Page<(User, Vec<Method>), UserCursor>> {
     let page = users::list(db, selection, query, page).await?;
     let user_ids: Vec<UserId> = page.items.iter().map(|u| u.id).collect();
     let mut by_user: HashMap<UserId, Vec<Method>> = HashMap::new();

@@ -17,16 +17,19 @@ use super::{
 use crate::store::{
     self,
     entities::users,
+    search::{self, Search},
     users::{MfaStateFilter, UserLock},
 };
+
+pub use crate::store::users::Cursor as UserCursor;
 
 const RESOURCE: &str = "mfareset.v1.User";
 
 /// Filters of a user list; they combine with AND, the values of one filter with OR.
 #[derive(Clone, Debug, Default)]
 pub struct UserQuery {
-    /// Case-insensitive prefix of the display name or e-mail.
-    pub prefix: Option<String>,
+    /// Search text, matched as DESIGN.md "Lists" says (see `store::search`).
+    pub search: Option<String>,
     /// Only these MFA states (empty: every state).
     pub mfa_states: Vec<MfaState>,
     /// Only users with an active method of one of these kinds.
@@ -90,7 +93,7 @@ fn from_model(m: users::Model, active_method_count: u32) -> User {
 /// The store's form of the filters.
 pub(crate) fn store_filter(query: &UserQuery) -> store::users::UserFilter {
     store::users::UserFilter {
-        prefix: query.prefix.as_ref().map(|p| p.to_lowercase()),
+        search: query.search.as_deref().and_then(Search::new),
         mfa_states: query
             .mfa_states
             .iter()
@@ -105,14 +108,14 @@ pub(crate) fn store_filter(query: &UserQuery) -> store::users::UserFilter {
     }
 }
 
-/// One page of the selection's users, ordered by id, with their counts of active methods:
-/// one statement.
+/// One page of the selection's users with their counts of active methods, in one statement:
+/// in id order, or, with search text, best matches first (see `store::users::list`).
 pub async fn list(
     db: &impl ConnectionTrait,
     selection: &Selection,
     query: &UserQuery,
-    page: PageRequest<UserId>,
-) -> DomainResult<Page<User, UserId>> {
+    page: PageRequest<UserCursor>,
+) -> DomainResult<Page<User, UserCursor>> {
     list_guarded(db, &selection.ids(), query, page, None).await
 }
 
@@ -124,8 +127,8 @@ pub async fn list_for(
     subject: &str,
     customer_ids: &[CustomerId],
     query: &UserQuery,
-    page: PageRequest<UserId>,
-) -> DomainResult<Page<User, UserId>> {
+    page: PageRequest<UserCursor>,
+) -> DomainResult<Page<User, UserCursor>> {
     let guard = read_guard(subject);
     let page = list_guarded(db, customer_ids, query, page, Some(&guard)).await?;
     if page.items.is_empty() {
@@ -138,15 +141,27 @@ async fn list_guarded(
     db: &impl ConnectionTrait,
     customer_ids: &[CustomerId],
     query: &UserQuery,
-    page: PageRequest<UserId>,
+    page: PageRequest<UserCursor>,
     guard: Option<&store::users::ReadGuard<'_>>,
-) -> DomainResult<Page<User, UserId>> {
+) -> DomainResult<Page<User, UserCursor>> {
     let filter = store_filter(query);
-    let rows =
-        store::users::list(db, customer_ids, &filter, page.after, page.size + 1, guard).await?;
-    let page = Page::from_rows(rows, page.size, |row| UserId::from(row.user.id));
+    let after = page.after.as_ref();
+    if after
+        .is_some_and(|after| matches!(after, UserCursor::Ranked { .. }) != filter.search.is_some())
+    {
+        // Only a token of an earlier release, which had no ranked lists, can get here: the
+        // token is bound to the request's search text.
+        return Err(DomainError::invalid(
+            "page_token",
+            "is not a page token of this request (made by an earlier release?)",
+        ));
+    }
+    let rows = store::users::list(db, customer_ids, &filter, after, page.size + 1, guard).await?;
+    let page = Page::from_rows(rows, page.size, |row| row.cursor(&filter));
     Ok(Page {
-        items: page.items.into_iter().map(counted).collect(),
+        items: (page.items.into_iter())
+            .map(|row| from_model(row.user, count(row.active_method_count)))
+            .collect(),
         next: page.next,
     })
 }
@@ -278,8 +293,12 @@ fn only_one(user: &UserRef, mut found: Vec<store::users::Counted>) -> DomainResu
 }
 
 fn counted(row: store::users::Counted) -> User {
-    let count = u32::try_from(row.active_method_count).unwrap_or(u32::MAX);
-    from_model(row.user, count)
+    from_model(row.user, count(row.active_method_count))
+}
+
+/// A count read from the database, as the contract carries it.
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The only element of a one-element list, without a panic if it is not.
@@ -318,7 +337,8 @@ pub async fn create(
             id: UserId::generate().uuid(),
             customer_id: new.customer_id.uuid(),
             external_subject: new.external_subject,
-            display_name_folded: new.display_name.to_lowercase(),
+            display_name_folded: search::fold(&new.display_name),
+            search_key: search::key(&new.display_name, &new.email),
             display_name: new.display_name,
             email: new.email,
             is_admin: new.admin,
@@ -372,13 +392,21 @@ pub async fn update(
         let mut changed: Vec<&str> = Vec::new();
         let mut changes = users::ActiveModel::default();
         if let Some(name) = update.display_name.filter(|n| *n != model.display_name) {
-            changes.display_name_folded = Set(name.to_lowercase());
+            changes.display_name_folded = Set(search::fold(&name));
             changes.display_name = Set(name);
             changed.push("display_name");
         }
         if let Some(email) = update.email.filter(|e| *e != model.email) {
             changes.email = Set(email);
             changed.push("email");
+        }
+        if changes.display_name.is_set() || changes.email.is_set() {
+            let name = changes
+                .display_name
+                .try_as_ref()
+                .unwrap_or(&model.display_name);
+            let email = changes.email.try_as_ref().unwrap_or(&model.email);
+            changes.search_key = Set(search::key(name, email));
         }
         if let Some(subject) = update
             .external_subject

@@ -17,6 +17,7 @@ pub mod methods;
 pub mod migration;
 pub mod resets;
 pub mod roles;
+pub mod search;
 pub mod users;
 pub mod values;
 

@@ -255,6 +255,7 @@ async fn exercise_schema(db: &DatabaseConnection) {
         external_subject: Set(Some("auth0|alice".to_owned())),
         display_name: Set("Alice Example".to_owned()),
         display_name_folded: Set("alice example".to_owned()),
+        search_key: Set(" alice example | alice example com".to_owned()),
         email: Set("alice@example.com".to_owned()),
         is_admin: Set(false),
         mfa_registration_required: Set(false),
@@ -632,6 +633,37 @@ async fn upgrade_keeps_rows(db: &DatabaseConnection) {
         "events from before the change stream replay first"
     );
     assert_eq!(super::audit::clock(db).await.unwrap().seq, 0);
+    let user_row = users::Entity::find_by_id(user)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            user_row.search_key.as_str(),
+            user_row.display_name_folded.as_str()
+        ),
+        (" old user | old example com", "old user"),
+        "existing users get their search key"
+    );
+    let found = super::users::list(
+        db,
+        &[customer.into()],
+        &super::users::UserFilter {
+            search: super::search::Search::new("exam"),
+            ..Default::default()
+        },
+        None,
+        10,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        found.iter().map(|row| row.user.id).collect::<Vec<_>>(),
+        [user],
+        "and are found through the search index"
+    );
     if db.get_database_backend() == DbBackend::Sqlite {
         let broken = db
             .query_all_raw(Statement::from_string(

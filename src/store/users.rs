@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait, LikeExpr, Query, SubQueryStatement},
+    sea_query::{Alias, Expr, ExprTrait, Query, SubQueryStatement},
 };
 
 use super::{
@@ -14,6 +14,7 @@ use super::{
         users::{ActiveModel, Column, Entity, Model},
     },
     ids::{CustomerId, UserId},
+    search::{Rank, Search},
     values::{MethodKind, MethodState},
 };
 
@@ -32,14 +33,30 @@ pub enum MfaStateFilter {
 /// filter combine with OR.
 #[derive(Clone, Debug, Default)]
 pub struct UserFilter {
-    /// Lower-cased prefix of the folded display name or of the e-mail.
-    pub prefix: Option<String>,
+    /// Search text: matches ranked as [`super::search`] says; results in rank order.
+    pub search: Option<Search>,
     /// MFA states (empty: every state).
     pub mfa_states: Vec<MfaStateFilter>,
     /// Only users with an active method of one of these kinds.
     pub method_kinds: Vec<MethodKind>,
     /// Only users with one of these external subjects.
     pub external_subjects: Vec<String>,
+}
+
+/// Where a list of users continues: after the last row of the previous page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cursor {
+    /// After this id: a list without search text, in id order.
+    Id(UserId),
+    /// After this place in a search's order: rank, folded name, id.
+    Ranked {
+        /// The row's [`Rank`].
+        rank: Rank,
+        /// Its `display_name_folded`.
+        name: String,
+        /// Its id.
+        id: UserId,
+    },
 }
 
 /// The condition of one MFA state.
@@ -89,43 +106,72 @@ fn active_method_exists(kinds: &[MethodKind]) -> Expr {
     Expr::exists(sub.to_owned())
 }
 
-/// Escapes `%`, `_` and `\` so that user input is matched literally in LIKE.
-fn like_prefix(prefix: &str) -> LikeExpr {
-    let mut pattern = String::with_capacity(prefix.len() + 1);
-    for c in prefix.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    LikeExpr::new(pattern).escape('\\')
+/// `CASE ... END`: the [`Rank`] of a matching user.
+fn rank_of(search: &Search) -> Expr {
+    let key = || Expr::col((Entity, Column::SearchKey));
+    let [name, email] = search.exact_patterns();
+    Expr::case(key().like(name).or(key().like(email)), Rank::Exact as i32)
+        .case(
+            key().like(search.word_prefix_pattern()),
+            Rank::WordPrefix as i32,
+        )
+        .finally(Rank::Substring as i32)
+        .into()
 }
 
-/// One page of users of `customer_ids` matching `filter`, ordered by id (keyset:
-/// ids after `after`). Ordering by the time-ordered id keeps pages stable while users
-/// are being inserted: a row is never seen twice, and rows present when paging began
-/// are all seen.
+/// The users matching `search`, from an index. On PostgreSQL the trigram GIN index on
+/// `(customer_id, search_key)` serves the LIKE itself. SQLite's FTS5 trigram table serves a
+/// pattern with at least three characters in a row; a one-character word prefix (`"% a%"`)
+/// has two, and is matched on the selected customers' rows, read from the `customer_id`
+/// index.
+fn matching(db: &impl ConnectionTrait, search: &Search) -> Condition {
+    let pattern = search.pattern();
+    let mut condition =
+        Condition::all().add(Expr::col((Entity, Column::SearchKey)).like(pattern.clone()));
+    let fts_usable = pattern.trim_matches('%').chars().count() >= 3;
+    if db.get_database_backend() == sea_orm::DbBackend::Sqlite && fts_usable {
+        let fts = Query::select()
+            .column(Alias::new("rowid"))
+            .from(Alias::new("user_search_fts"))
+            .and_where(
+                Expr::col((Alias::new("user_search_fts"), Alias::new("search_key"))).like(pattern),
+            )
+            .to_owned();
+        let users = Query::select()
+            .column((Alias::new("user_search"), Alias::new("user_id")))
+            .from(Alias::new("user_search"))
+            .and_where(Expr::col((Alias::new("user_search"), Alias::new("rowid"))).in_subquery(fts))
+            .to_owned();
+        condition = condition.add(Expr::col((Entity, Column::Id)).in_subquery(users));
+    }
+    condition
+}
+
+/// One page of users of `customer_ids` matching `filter`, keyset-paged after `after`.
+/// Without search text the order is by id: time-ordered, so pages stay stable while users
+/// are being inserted (a row is never seen twice, and rows present when paging began are all
+/// seen). With search text it is by rank, then folded name, then id.
 pub async fn list(
     db: &impl ConnectionTrait,
     customer_ids: &[CustomerId],
     filter: &UserFilter,
-    after: Option<UserId>,
+    after: Option<&Cursor>,
     limit: u64,
     guard: Option<&ReadGuard<'_>>,
-) -> Result<Vec<Counted>, DbErr> {
+) -> Result<Vec<Listed>, DbErr> {
+    let rank = match &filter.search {
+        Some(search) => rank_of(search),
+        None => Expr::val(Rank::Exact as i32),
+    };
     let mut query = Entity::find()
         .column_as(active_method_count(), "active_method_count")
+        .column_as(rank.clone(), "search_rank")
         .filter(Column::CustomerId.is_in(customer_ids.iter().copied()));
     if let Some(guard) = guard {
         query = query.filter(guard.condition(customer_ids));
     }
-    if let Some(prefix) = &filter.prefix {
-        query = query.filter(
-            Condition::any()
-                .add(Expr::col((Entity, Column::DisplayNameFolded)).like(like_prefix(prefix)))
-                .add(Expr::col((Entity, Column::Email)).like(like_prefix(prefix))),
-        );
+    if let Some(search) = &filter.search {
+        query = query.filter(matching(db, search));
     }
     if !filter.mfa_states.is_empty() {
         let any = (filter.mfa_states.iter()).fold(Condition::any(), |any, state| {
@@ -140,15 +186,61 @@ pub async fn list(
     if !filter.method_kinds.is_empty() {
         query = query.filter(active_method_exists(&filter.method_kinds));
     }
-    if let Some(after) = after {
-        query = query.filter(Column::Id.gt(after));
+    match after {
+        None => {}
+        Some(Cursor::Id(after)) => query = query.filter(Column::Id.gt(*after)),
+        Some(Cursor::Ranked { rank: r, name, id }) => {
+            let place = Expr::tuple([
+                rank.clone(),
+                Expr::col((Entity, Column::DisplayNameFolded)),
+                Expr::col((Entity, Column::Id)),
+            ]);
+            let after = Expr::tuple([
+                Expr::val(*r as i32),
+                Expr::val(name.clone()),
+                Expr::val(id.uuid()),
+            ]);
+            query = query.filter(place.gt(after));
+        }
+    }
+    if filter.search.is_some() {
+        query = query
+            .order_by_asc(rank)
+            .order_by_asc(Column::DisplayNameFolded);
     }
     query
         .order_by_asc(Column::Id)
         .limit(limit)
-        .into_model::<Counted>()
+        .into_model::<Listed>()
         .all(db)
         .await
+}
+
+/// A row of [`list`]: the user, its count of active methods, and its rank in a search.
+#[derive(Debug, FromQueryResult)]
+pub struct Listed {
+    /// The row.
+    #[sea_orm(nested)]
+    pub user: Model,
+    /// Active methods of the user.
+    pub active_method_count: i64,
+    /// Its [`Rank`] (as an integer) when the list has search text; 0 otherwise.
+    pub search_rank: i32,
+}
+
+impl Listed {
+    /// The cursor that continues after this row of a list with `filter`.
+    pub fn cursor(&self, filter: &UserFilter) -> Cursor {
+        let id = UserId::from(self.user.id);
+        if filter.search.is_none() {
+            return Cursor::Id(id);
+        }
+        Cursor::Ranked {
+            rank: Rank::from_i32(self.search_rank),
+            name: self.user.display_name_folded.clone(),
+            id,
+        }
+    }
 }
 
 /// The users of `customer_ids` with one of these external subjects (a subject is unique

@@ -1221,12 +1221,15 @@ async fn list_users_with_methods_pages_and_filters_by_kind_and_mfa_state(app: &T
 // ---------------------------------------------------------------------------------------
 
 backend_test!(
-    list_users_query_is_a_case_insensitive_literal_prefix_of_name_or_email,
-    list_users_query_is_a_case_insensitive_literal_prefix_of_name_or_email
+    list_users_search_matches_word_prefixes_substrings_and_accents_inside_the_selection,
+    list_users_search_matches_word_prefixes_substrings_and_accents_inside_the_selection
 );
-async fn list_users_query_is_a_case_insensitive_literal_prefix_of_name_or_email(app: &TestApp) {
+async fn list_users_search_matches_word_prefixes_substrings_and_accents_inside_the_selection(
+    app: &TestApp,
+) {
     let customer = viewed_customer(app, "Search").await;
-    let other = viewed_customer(app, "Search Elsewhere").await;
+    let second = viewed_customer(app, "Search Second").await;
+    let outside = viewed_customer(app, "Search Elsewhere").await;
     let people = [
         ("Alice Archer", "aa@example.com"),
         ("ALINA Bloom", "bloom@example.com"),
@@ -1237,6 +1240,12 @@ async fn list_users_query_is_a_case_insensitive_literal_prefix_of_name_or_email(
         ("a_b Tester", "tester@example.com"),
         ("Émile Zola", "emile@example.com"),
         ("Back\\slash", "backslash@example.com"),
+        ("Thi Nguyễn", "thi.nguyen@contoso.example"),
+        ("Nguyen Van An", "an.nguyen@contoso.example"),
+        ("Nguyen", "n@fabrikam.example"),
+        ("Hanguyen Le", "hle@fabrikam.example"),
+        ("Kim Ngu", "kim@fabrikam.example"),
+        ("Jürgen Straße", "js@example.com"),
     ];
     let users = people
         .iter()
@@ -1245,49 +1254,146 @@ async fn list_users_query_is_a_case_insensitive_literal_prefix_of_name_or_email(
     create_all(app, users).await;
     create_all(
         app,
-        vec![new_user(
-            &other.id,
-            "Alice Elsewhere",
-            "alice@elsewhere.example",
-        )],
+        vec![new_user(&second.id, "Mai Nguyen", "mai@contoso.example")],
+    )
+    .await;
+    // Outside the selection: matches every search below, and is never found.
+    create_all(
+        app,
+        vec![
+            new_user(&outside.id, "Alice Nguyen", "alice.nguyen@contoso.example"),
+            new_user(&outside.id, "Émile Hanguyen", "emile@elsewhere.example"),
+        ],
     )
     .await;
 
     let search = |query: &str, page_size: i32| {
         let request = pb::ListUsersRequest {
             query: query.into(),
-            ..users_of(&[&customer.id], page_size)
+            ..users_of(&[&customer.id, &second.id], page_size)
         };
         async move {
             let pages = user_pages(app, request).await;
-            let names = pages.concat().into_iter().map(|u| u.display_name).collect();
-            (sorted(names), pages.len())
+            let names: Vec<String> = pages.concat().into_iter().map(|u| u.display_name).collect();
+            (names, pages.len())
         }
     };
     let cases: &[(&str, &[&str])] = &[
-        ("ali", &["ALINA Bloom", "Alice Archer", "Zed Zulu"]),
-        ("ALI", &["ALINA Bloom", "Alice Archer", "Zed Zulu"]),
-        ("  ali ", &["ALINA Bloom", "Alice Archer", "Zed Zulu"]),
-        ("alice a", &["Alice Archer"]),
-        ("AA@EXAMPLE", &["Alice Archer"]),
-        ("archer", &[]),
-        ("example.com", &[]),
-        ("100%", &["100% Sure"]),
-        ("100", &["100% Sure", "1000 Islands"]),
-        ("%", &[]),
-        ("1_0", &[]),
-        ("a_", &["a_b Tester"]),
-        ("_", &[]),
+        // A last name, at the start or the end of the name, and in the address.
+        (
+            "nguyen",
+            &[
+                "Hanguyen Le",
+                "Mai Nguyen",
+                "Nguyen",
+                "Nguyen Van An",
+                "Thi Nguyễn",
+            ],
+        ),
+        // Accents, either way round, and case.
+        (
+            "NGUYỄN",
+            &[
+                "Hanguyen Le",
+                "Mai Nguyen",
+                "Nguyen",
+                "Nguyen Van An",
+                "Thi Nguyễn",
+            ],
+        ),
+        ("emile", &["Émile Zola"]),
         ("ÉMI", &["Émile Zola"]),
         ("émile z", &["Émile Zola"]),
+        ("strasse", &["Jürgen Straße"]),
+        ("jurg", &["Jürgen Straße"]),
+        // A domain, with or without what a user types around it.
+        (
+            "contoso.example",
+            &["Mai Nguyen", "Nguyen Van An", "Thi Nguyễn"],
+        ),
+        ("@Contoso", &["Mai Nguyen", "Nguyen Van An", "Thi Nguyễn"]),
+        ("fabrikam", &["Hanguyen Le", "Kim Ngu", "Nguyen"]),
+        // Any word prefix, however short.
+        (
+            "ng",
+            &[
+                "Kim Ngu",
+                "Mai Nguyen",
+                "Nguyen",
+                "Nguyen Van An",
+                "Thi Nguyễn",
+            ],
+        ),
+        (
+            "ali",
+            &["ALINA Bloom", "Alice Archer", "Bob Alison", "Zed Zulu"],
+        ),
+        ("archer", &["Alice Archer"]),
+        ("alice a", &["Alice Archer"]),
+        ("AA@EXAMPLE", &["Alice Archer"]),
+        // Substrings from three characters on; shorter only at a word start.
+        ("lison", &["Bob Alison"]),
+        (
+            "uye",
+            &[
+                "Hanguyen Le",
+                "Mai Nguyen",
+                "Nguyen",
+                "Nguyen Van An",
+                "Thi Nguyễn",
+            ],
+        ),
+        ("uy", &[]),
+        ("baba", &["Zed Zulu"]),
+        // Punctuation separates words; it is never a wildcard.
+        ("100%", &["100% Sure", "1000 Islands"]),
+        ("1_0", &[]),
+        ("a_b", &["ALINA Bloom", "a_b Tester"]),
         ("back\\", &["Back\\slash"]),
-        ("\\", &[]),
+        // Never across the name and the address.
+        ("archer aa", &[]),
+        ("fabrikam example nobody", &[]),
     ];
     for (query, expected) in cases {
         let (names, _) = search(query, 0).await;
-        assert_eq!(names, *expected, "query {query:?}");
+        assert_eq!(sorted(names), *expected, "query {query:?}");
     }
-    // A search pages like any list.
-    let (names, pages) = search("ali", 2).await;
-    assert_eq!((names.len(), pages), (3, 2));
+    // Text that folds to nothing searches for nothing: every user of the selection.
+    let (everyone, _) = search(" %_@ ", 0).await;
+    assert_eq!(everyone.len(), people.len() + 1);
+
+    // Ranked: the exact name, then word prefixes by name, then substrings; and a ranked
+    // list pages in that order, one row a page, across the ranks.
+    let (ranked, pages) = search("Nguyen", 1).await;
+    assert_eq!(
+        ranked,
+        [
+            "Nguyen",
+            "Mai Nguyen",
+            "Nguyen Van An",
+            "Thi Nguyễn",
+            "Hanguyen Le"
+        ]
+    );
+    assert_eq!(pages, 5);
+    let (exact_address, _) = search("kim@fabrikam.example", 0).await;
+    assert_eq!(exact_address[0], "Kim Ngu", "the exact address first");
+
+    // A search's token is bound to its text.
+    let first = list_users(
+        app,
+        VIEWER,
+        pb::ListUsersRequest {
+            query: "nguyen".into(),
+            ..users_of(&[&customer.id, &second.id], 2)
+        },
+    )
+    .await
+    .unwrap();
+    let other_text = pb::ListUsersRequest {
+        query: "ngu".into(),
+        page_token: first.next_page_token,
+        ..users_of(&[&customer.id, &second.id], 2)
+    };
+    assert_invalid(list_users(app, VIEWER, other_text).await, &["page_token"]);
 }

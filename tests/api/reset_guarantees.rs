@@ -1097,12 +1097,14 @@ async fn seed(
     let user_rows: Vec<users::Model> = (0..users)
         .map(|i| {
             let name = format!("{label} user {i}");
+            let email = format!("{}.user.{i}@example.com", label.replace(' ', ".")).to_lowercase();
             users::Model {
                 id: Uuid::now_v7(),
                 customer_id: customer_ids[i % customers],
                 external_subject: None,
-                display_name_folded: name.to_lowercase(),
-                email: format!("{}.user.{i}@example.com", label.replace(' ', ".")).to_lowercase(),
+                display_name_folded: mfa_reset::store::search::fold(&name),
+                search_key: mfa_reset::store::search::key(&name, &email),
+                email,
                 display_name: name,
                 is_admin: false,
                 mfa_registration_required: false,

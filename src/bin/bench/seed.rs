@@ -297,13 +297,15 @@ fn users_sql(pool: &Pool, clock: &Clock, customers: u64, from: u64, to: u64) -> 
     };
     format!(
         "INSERT INTO users (id, customer_id, external_subject, display_name, display_name_folded, \
-         email, is_admin, mfa_registration_required, mfa_reset_at, created_at, updated_at) \
+         email, is_admin, mfa_registration_required, mfa_reset_at, created_at, updated_at, \
+         search_key) \
          SELECT {id}, {customer}, \
          CASE WHEN (k.h1 / 1024) % 5 = 0 THEN NULL ELSE 'idp|user-' || k.g END, \
          {name}, lower({name}), 'user' || k.g || '@customer' || k.c || '.example', \
          (k.h1 / 16) % 50 = 0, \
          k.m = 0 AND k.c % 10 < 7 AND k.g % 2 = 0, \
-         CASE WHEN k.g % 33 = 0 THEN $1 END, $1, $1 \
+         CASE WHEN k.g % 33 = 0 THEN $1 END, $1, $1, \
+         ' ' || lower({name}) || ' | user' || k.g || ' customer' || k.c || ' example' \
          FROM {rows}"
     )
 }

@@ -2,7 +2,8 @@
 //! record that names a user refers to, so nothing can point at a user through the wrong
 //! customer. `email` is stored lower-cased and unique per customer; `external_subject` (the
 //! user's own `sub`, used to refuse resetting one's own MFA) is unique per customer when set;
-//! `display_name_folded` is the lower-cased name that prefix search runs on.
+//! `display_name_folded` is the name folded as search folds it (lists sort by it), and
+//! `search_key` the normalised text that search matches (see `store::search`).
 
 use sea_orm::entity::prelude::*;
 
@@ -19,7 +20,7 @@ pub struct Model {
     pub external_subject: Option<String>,
     /// The name as given.
     pub display_name: String,
-    /// `display_name` lower-cased, for prefix search.
+    /// `display_name` folded (`store::search::fold`), for sorting by name.
     pub display_name_folded: String,
     /// E-mail address, lower-cased.
     pub email: String,
@@ -33,6 +34,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// When the user last changed.
     pub updated_at: DateTimeUtc,
+    /// What search matches: `store::search::key` of the name and e-mail.
+    pub search_key: String,
 }
 
 /// A user belongs to a customer and owns their authentication methods.

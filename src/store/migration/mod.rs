@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m20261125_000001_initial;
 mod m20261201_000002_contract_v1;
 mod m20261202_000003_change_stream;
+mod m20261203_000004_search;
 
 /// The service's migrations, oldest first. Run them with [`crate::store::migrate`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261201_000002_contract_v1::Migration),
             Box::new(m20261202_000003_change_stream::Migration),
+            Box::new(m20261203_000004_search::Migration),
         ]
     }
 }
