@@ -150,7 +150,17 @@ pub fn customer(visible: &VisibleCustomer) -> pb::Customer {
         create_time: Some(timestamp(c.created_at)),
         update_time: Some(timestamp(c.updated_at)),
         approval_threshold: count(c.approval_threshold),
+        user_counts: visible.user_counts.map(|n| pb::CustomerUserCounts {
+            user_count: saturating(n.users),
+            mfa_registered_user_count: saturating(n.mfa_registered),
+            mfa_registration_required_user_count: saturating(n.registration_required),
+        }),
     }
+}
+
+/// A database count as an `int32` of the contract.
+fn saturating(n: i64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// A user.

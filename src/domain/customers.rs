@@ -15,7 +15,7 @@ use super::{
     selection::{Grants, Selection, SelectionDescription},
     unique_violation_as,
 };
-use crate::store::{self, entities::customers};
+use crate::store::{self, customers::UserCounts, entities::customers};
 
 const RESOURCE: &str = "mfareset.v1.Customer";
 
@@ -48,6 +48,9 @@ pub struct VisibleCustomer {
     pub customer: Customer,
     /// The caller's roles there.
     pub caller_roles: Vec<Role>,
+    /// How many users it has, by MFA state, when the read counts them (the selector's
+    /// list and get).
+    pub user_counts: Option<UserCounts>,
 }
 
 /// One page of the customers the caller holds a role in, ordered by id.
@@ -64,12 +67,14 @@ pub async fn list_visible(
         Page::from_rows(rows, page.size, |row| CustomerId::from(row.id)).try_map(from_model)?;
     let ids: Vec<CustomerId> = page.items.iter().map(|c| c.id).collect();
     let grants = Grants::load(db, &caller.subject, &ids).await?;
+    let counts = store::customers::user_counts(db, &ids).await?;
     Ok(Page {
         items: page
             .items
             .into_iter()
             .map(|customer| VisibleCustomer {
                 caller_roles: grants.roles_in(customer.id),
+                user_counts: Some(counts.get(&customer.id).copied().unwrap_or_default()),
                 customer,
             })
             .collect(),
@@ -92,8 +97,10 @@ pub async fn get(
         Err(other) => return Err(other),
     };
     let customer = selection.only()?.clone();
+    let counts = store::customers::user_counts(db, &[id]).await?;
     Ok(VisibleCustomer {
         caller_roles: selection.grants().roles_in(id),
+        user_counts: Some(counts.get(&id).copied().unwrap_or_default()),
         customer,
     })
 }
@@ -111,6 +118,7 @@ pub async fn describe_selection(
         .map(|c| VisibleCustomer {
             customer: c.clone(),
             caller_roles: selection.grants().roles_in(c.id),
+            user_counts: None,
         })
         .collect();
     Ok((customers, selection.describe()))
@@ -183,6 +191,7 @@ pub async fn set(
         }
         Ok(VisibleCustomer {
             caller_roles: selection.grants().roles_in(id),
+            user_counts: None,
             customer,
         })
     })
@@ -244,6 +253,7 @@ pub async fn create(
         audit::record(txn, vec![AuditEvent::new(caller, id, details, now)]).await?;
         Ok(VisibleCustomer {
             caller_roles: grants.roles_in(customer.id),
+            user_counts: None,
             customer,
         })
     })

@@ -353,3 +353,150 @@ async fn creating_customers_needs_provisioner_everywhere(app: &TestApp) {
             == 7
     );
 }
+
+/// A customer's user counts from `ListCustomers` and `GetCustomer`, which must agree.
+async fn user_counts(app: &TestApp, customer_id: &str) -> pb::CustomerUserCounts {
+    let listed = app
+        .customers()
+        .list_customers(authed(
+            pb::ListCustomersRequest::default(),
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .customers;
+    let from_list = listed
+        .into_iter()
+        .find(|c| c.id == customer_id)
+        .and_then(|c| c.user_counts)
+        .expect("counts in the list");
+    let got = app
+        .customers()
+        .get_customer(authed(
+            pb::GetCustomerRequest {
+                customer_id: customer_id.into(),
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .customer
+        .and_then(|c| c.user_counts)
+        .expect("counts from get");
+    assert_eq!(from_list, got);
+    got
+}
+
+/// The users of `customer_id` in `state` (every state when `None`), counted through
+/// `ListUsers`: the rows the counts must match.
+async fn listed_in_state(app: &TestApp, customer_id: &str, state: Option<pb::MfaState>) -> i32 {
+    let users = app
+        .users()
+        .list_users(authed(
+            pb::ListUsersRequest {
+                customer_ids: vec![customer_id.into()],
+                mfa_states: state.into_iter().map(i32::from).collect(),
+                page_size: 500,
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    users.len() as i32
+}
+
+async fn assert_counts_match_rows(app: &TestApp, customer_id: &str) -> pb::CustomerUserCounts {
+    let counts = user_counts(app, customer_id).await;
+    let rows = pb::CustomerUserCounts {
+        user_count: listed_in_state(app, customer_id, None).await,
+        mfa_registered_user_count: listed_in_state(
+            app,
+            customer_id,
+            Some(pb::MfaState::Registered),
+        )
+        .await,
+        mfa_registration_required_user_count: listed_in_state(
+            app,
+            customer_id,
+            Some(pb::MfaState::RegistrationRequired),
+        )
+        .await,
+    };
+    assert_eq!(counts, rows, "counts of customer {customer_id}");
+    counts
+}
+
+backend_test!(customer_user_counts_match_the_rows_before_and_after_a_reset);
+async fn customer_user_counts_match_the_rows_before_and_after_a_reset(app: &TestApp) {
+    let w = world(app).await;
+    let before = assert_counts_match_rows(app, &w.enforced.id).await;
+    assert_eq!(
+        (
+            before.user_count,
+            before.mfa_registered_user_count,
+            before.mfa_registration_required_user_count
+        ),
+        (3, 3, 0),
+        "Alice, Root and Me, each with a method"
+    );
+    let optional = assert_counts_match_rows(app, &w.optional.id).await;
+    assert_eq!(
+        (optional.user_count, optional.mfa_registered_user_count),
+        (2, 1),
+        "Bob has no method"
+    );
+
+    // Alice's reset (enforced policy): she must register again.
+    let summary = app
+        .users()
+        .summarize_mfa_reset(authed(
+            pb::UsersSummarizeMfaResetRequest {
+                customer_ids: vec![w.enforced.id.clone()],
+                target: users_by_id(vec![w.alice.id.clone()]),
+                reason: "lost phone".into(),
+                ..Default::default()
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .mfa_reset
+        .expect("reset");
+    confirm(app, ADMIN, &summary).await.unwrap();
+    app.create_user(&w.enforced.id, "New Starter", false, "")
+        .await;
+    let after = assert_counts_match_rows(app, &w.enforced.id).await;
+    assert_eq!(
+        (
+            after.user_count,
+            after.mfa_registered_user_count,
+            after.mfa_registration_required_user_count
+        ),
+        (4, 2, 1)
+    );
+    assert_eq!(
+        assert_counts_match_rows(app, &w.optional.id).await,
+        optional,
+        "other customers unchanged"
+    );
+
+    // Counts are for the selector: other answers leave them unset.
+    let described = app
+        .customers()
+        .describe_selection(authed(
+            pb::DescribeSelectionRequest {
+                customer_ids: vec![w.enforced.id.clone()],
+            },
+            &app.token(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(described.customers.iter().all(|c| c.user_counts.is_none()));
+}

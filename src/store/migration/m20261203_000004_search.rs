@@ -11,6 +11,10 @@
 //!   and `LIKE '%guy%'` are then bitmap index scans restricted to the selection's customers.
 //!   The two `text_pattern_ops` prefix indexes of the first release served the old
 //!   prefix-only search and go.
+//! - Counts for a customer selector, from indexes alone: users per customer from the
+//!   `(customer_id, id)` unique index, and two partial indexes for the users who must
+//!   register again and the active methods (whose distinct users have MFA registered). No
+//!   counter rows: a 500-customer confirm would make them hot.
 //! - SQLite: an FTS5 table with the trigram tokenizer over `user_search`, a plain table with
 //!   an `INTEGER PRIMARY KEY` that triggers on `users` keep in step. The FTS table's rowids
 //!   point into `user_search`, never into `users`, whose implicit rowids `VACUUM` may
@@ -39,6 +43,7 @@ impl MigrationTrait for Migration {
             _ => run(db, SQLITE_COLUMN).await?,
         }
         backfill(db).await?;
+        run(db, COUNT_INDEXES).await?;
         match backend {
             DbBackend::Postgres => run(db, POSTGRES_INDEX).await,
             _ => {
@@ -120,6 +125,13 @@ async fn backfill(db: &impl ConnectionTrait) -> Result<(), DbErr> {
     }
 }
 
+const COUNT_INDEXES: &str = "
+CREATE INDEX idx_users_registration_required ON users (customer_id)
+  WHERE mfa_registration_required;
+CREATE INDEX idx_authentication_methods_active ON authentication_methods (customer_id, user_id)
+  WHERE state = 'ACTIVE'
+";
+
 const POSTGRES_COLUMN: &str = "
 ALTER TABLE users ADD COLUMN search_key text NOT NULL DEFAULT ''
 ";
@@ -133,6 +145,8 @@ DROP INDEX idx_users_customer_email_prefix
 ";
 
 const POSTGRES_DOWN: &str = "
+DROP INDEX idx_users_registration_required;
+DROP INDEX idx_authentication_methods_active;
 CREATE INDEX idx_users_customer_name_prefix ON users (customer_id, display_name_folded text_pattern_ops);
 CREATE INDEX idx_users_customer_email_prefix ON users (customer_id, email text_pattern_ops);
 DROP INDEX idx_users_search;
@@ -187,6 +201,8 @@ INSERT INTO user_search (user_id, customer_id, search_key)
 ";
 
 const SQLITE_DOWN: &str = "
+DROP INDEX idx_users_registration_required;
+DROP INDEX idx_authentication_methods_active;
 DROP TRIGGER users_search_insert;
 DROP TRIGGER users_search_update;
 DROP TRIGGER users_search_delete;
