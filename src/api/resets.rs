@@ -545,7 +545,17 @@ pub fn encode_reset(reset: &MfaReset) -> pb::MfaReset {
             })
             .collect(),
         approval_required: reset.approval_required,
-        filter: None,
+        filter: reset.filter.as_ref().map(|f| pb::UserFilter {
+            query: f.search.clone().unwrap_or_default(),
+            mfa_states: f
+                .mfa_states
+                .iter()
+                .map(|s| wire::<_, pb::MfaState>(*s))
+                .collect(),
+            method_kinds: (f.method_kinds.iter())
+                .map(|k| wire::<_, pb::MethodKind>(*k))
+                .collect(),
+        }),
         confirmed_by,
         confirm_time,
         approved_by,

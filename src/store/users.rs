@@ -166,25 +166,9 @@ pub async fn list(
     let mut query = Entity::find()
         .column_as(active_method_count(), "active_method_count")
         .column_as(rank.clone(), "search_rank")
-        .filter(Column::CustomerId.is_in(customer_ids.iter().copied()));
+        .filter(filtered(db, customer_ids, filter));
     if let Some(guard) = guard {
         query = query.filter(guard.condition(customer_ids));
-    }
-    if let Some(search) = &filter.search {
-        query = query.filter(matching(db, search));
-    }
-    if !filter.mfa_states.is_empty() {
-        let any = (filter.mfa_states.iter()).fold(Condition::any(), |any, state| {
-            any.add(mfa_state_condition(*state))
-        });
-        query = query.filter(any);
-    }
-    if !filter.external_subjects.is_empty() {
-        query =
-            query.filter(Column::ExternalSubject.is_in(filter.external_subjects.iter().cloned()));
-    }
-    if !filter.method_kinds.is_empty() {
-        query = query.filter(active_method_exists(&filter.method_kinds));
     }
     match after {
         None => {}
@@ -213,6 +197,66 @@ pub async fn list(
         .limit(limit)
         .into_model::<Listed>()
         .all(db)
+        .await
+}
+
+/// The users of `customer_ids` that `filter` matches.
+fn filtered(
+    db: &impl ConnectionTrait,
+    customer_ids: &[CustomerId],
+    filter: &UserFilter,
+) -> Condition {
+    let mut condition =
+        Condition::all().add(Column::CustomerId.is_in(customer_ids.iter().copied()));
+    if let Some(search) = &filter.search {
+        condition = condition.add(matching(db, search));
+    }
+    if !filter.mfa_states.is_empty() {
+        let any = (filter.mfa_states.iter()).fold(Condition::any(), |any, state| {
+            any.add(mfa_state_condition(*state))
+        });
+        condition = condition.add(any);
+    }
+    if !filter.external_subjects.is_empty() {
+        condition =
+            condition.add(Column::ExternalSubject.is_in(filter.external_subjects.iter().cloned()));
+    }
+    if !filter.method_kinds.is_empty() {
+        condition = condition.add(active_method_exists(&filter.method_kinds));
+    }
+    condition
+}
+
+/// The ids of the first `limit` users of `customer_ids` that `filter` matches, in id order
+/// (a reset by filter): one statement.
+pub async fn matching_ids(
+    db: &impl ConnectionTrait,
+    customer_ids: &[CustomerId],
+    filter: &UserFilter,
+    limit: u64,
+) -> Result<Vec<UserId>, DbErr> {
+    let ids = Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .filter(filtered(db, customer_ids, filter))
+        .order_by_asc(Column::Id)
+        .limit(limit)
+        .into_tuple::<uuid::Uuid>()
+        .all(db)
+        .await?;
+    Ok(ids.into_iter().map(UserId::from).collect())
+}
+
+/// How many users of `customer_ids` `filter` matches.
+pub async fn count_matching(
+    db: &impl ConnectionTrait,
+    customer_ids: &[CustomerId],
+    filter: &UserFilter,
+) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    Entity::find()
+        .filter(filtered(db, customer_ids, filter))
+        .count(db)
         .await
 }
 

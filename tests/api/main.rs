@@ -24,6 +24,7 @@ mod races;
 mod random_bodies;
 mod rate_limit;
 mod replicas;
+mod reset_by_filter;
 mod reset_guarantees;
 mod reset_lists;
 mod resets;

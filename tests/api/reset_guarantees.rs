@@ -1038,14 +1038,14 @@ async fn summarize_on_a_confirm_on_b(pair: &mut Pair) {
 const ALL_KIND_NAMES: &str =
     "PHONE,AUTHENTICATOR_APP,SOFTWARE_OATH,HARDWARE_OATH,EMAIL,FIDO2,RECOVERY_CODES";
 
-/// Rows per seeding insert: 1,000 rows of 11 columns stay under both backends' limits on
+/// Rows per seeding insert: 1,000 rows of 12 columns stay under both backends' limits on
 /// bound parameters.
 const SEED_ROWS_PER_INSERT: usize = 1_000;
 
 /// Seeded customers and users, users in the order a request names them.
-struct Seeded {
-    customer_ids: Vec<String>,
-    user_ids: Vec<String>,
+pub(crate) struct Seeded {
+    pub(crate) customer_ids: Vec<String>,
+    pub(crate) user_ids: Vec<String>,
 }
 
 async fn insert_in_chunks<A>(db: &DatabaseConnection, rows: Vec<A>)
@@ -1065,7 +1065,7 @@ where
 /// Seeds `customers` ENFORCED customers with every kind enabled, and `users` users spread
 /// over them round-robin, each with one method per `(kind, scope, label)`; grants
 /// `subject` PRIVILEGED_AUTHENTICATION_ADMIN in each customer.
-async fn seed(
+pub(crate) async fn seed(
     app: &TestApp,
     label: &str,
     customers: usize,

@@ -439,41 +439,6 @@ async fn a_resets_items_filter_by_customer_outcome_and_skip_reason(app: &TestApp
     );
 }
 
-backend_test!(rpcs_declared_for_later_releases_answer_unimplemented);
-async fn rpcs_declared_for_later_releases_answer_unimplemented(app: &TestApp) {
-    let w = world(app).await;
-    let token = app.token(ADMIN);
-    let unimplemented = |result: Result<(), tonic::Status>| {
-        let status = assert_error(result, Code::Unimplemented, "UNIMPLEMENTED");
-        assert!(status.message().contains("not implemented"), "{status:?}");
-    };
-    unimplemented(
-        app.users()
-            .summarize_mfa_reset(authed(
-                pb::UsersSummarizeMfaResetRequest {
-                    customer_ids: vec![w.enforced.id.clone()],
-                    target: Some(pb::users_summarize_mfa_reset_request::Target::Filter(
-                        pb::UserFilter {
-                            method_kinds: vec![pb::MethodKind::Phone.into()],
-                            ..Default::default()
-                        },
-                    )),
-                    reason: "breach".into(),
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .map(drop),
-    );
-    // Unauthenticated first, as everywhere.
-    let anonymous = app
-        .users()
-        .summarize_mfa_reset(pb::UsersSummarizeMfaResetRequest::default())
-        .await;
-    assert_error(anonymous, Code::Unauthenticated, "TOKEN_MISSING");
-}
-
 backend_test!(one_users_methods_page_by_id);
 async fn one_users_methods_page_by_id(app: &TestApp) {
     let w = world(app).await;

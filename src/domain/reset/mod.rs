@@ -134,6 +134,9 @@ pub struct MfaReset {
     pub rejection_reason: Option<String>,
     /// Per-customer summaries (and so the totals).
     pub summary: Summary,
+    /// The filter that chose its users, when it was summarized by one (the users it matched
+    /// then are the reset's; later matches are not added).
+    pub filter: Option<UserQuery>,
 }
 
 /// Users named one by one, each list distinct (checked at the edge).

@@ -16,7 +16,8 @@ use crate::{
     domain::{
         DomainError, DomainResult,
         ids::ResetId,
-        model::{MethodKind, MethodScope, MethodState, MfaPolicy, ResetScope},
+        model::{MethodKind, MethodScope, MethodState, MfaPolicy, MfaState, ResetScope},
+        users::UserQuery,
     },
     store::entities::{mfa_reset_items, mfa_resets},
 };
@@ -222,6 +223,48 @@ fn by(
     who.zip(at)
 }
 
+/// The filter of a reset by filter, as `target_filter` keeps it (JSON).
+#[derive(Serialize, Deserialize)]
+struct StoredFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+    #[serde(default)]
+    mfa_states: Vec<String>,
+    #[serde(default)]
+    method_kinds: Vec<String>,
+}
+
+fn filter_json(query: &UserQuery) -> String {
+    let stored = StoredFilter {
+        query: query.search.clone(),
+        mfa_states: query
+            .mfa_states
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
+        method_kinds: query
+            .method_kinds
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect(),
+    };
+    serde_json::to_string(&stored).unwrap_or_default()
+}
+
+fn filter_from_json(json: &str) -> DomainResult<UserQuery> {
+    let stored: StoredFilter = serde_json::from_str(json).map_err(|_| broken("filter"))?;
+    Ok(UserQuery {
+        search: stored.query,
+        mfa_states: (stored.mfa_states.iter())
+            .map(|s| parse("MFA state", s, MfaState::parse))
+            .collect::<DomainResult<_>>()?,
+        method_kinds: (stored.method_kinds.iter())
+            .map(|k| parse("kind", k, MethodKind::parse))
+            .collect::<DomainResult<_>>()?,
+        external_subjects: Vec::new(),
+    })
+}
+
 /// Reads a reset row, deriving EXPIRED from the clock. Its customers, in selection
 /// order, are those of its summary.
 pub fn reset_from_model(
@@ -261,6 +304,11 @@ pub fn reset_from_model(
         cancelled: by(model.cancelled_by, model.cancelled_at),
         rejected: by(model.rejected_by, model.rejected_at),
         rejection_reason: model.rejection_reason,
+        filter: model
+            .target_filter
+            .as_deref()
+            .map(filter_from_json)
+            .transpose()?,
         summary,
     })
 }
@@ -282,7 +330,7 @@ pub fn new_reset_model(reset: &MfaReset, request_id: Option<String>) -> mfa_rese
         cancelled_at: None,
         summary: summary_json(&reset.summary),
         approval_required: reset.approval_required,
-        target_filter: None,
+        target_filter: reset.filter.as_ref().map(filter_json),
         confirmed_by: None,
         approved_by: None,
         approved_at: None,

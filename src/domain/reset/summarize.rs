@@ -7,19 +7,20 @@ use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::{
-    MfaReset, PlanItem, ResetRequest, ResetState, ResetTarget, Summarized, UserRefs, current_plan,
-    plan, stored,
+    MAX_USERS_PER_RESET, MfaReset, PlanItem, ResetRequest, ResetState, ResetTarget, Summarized,
+    UserRefs, current_plan, plan, stored,
 };
 use crate::{
     domain::{
         Caller, DomainError, DomainResult, FieldViolation,
+        error::Details,
         idempotency::{self, Answer, Idempotency},
         ids::{ResetId, UserId},
         model::Action,
         paging::Page,
         reason::Reason,
         selection::Selection,
-        users::{UserRef, ambiguous},
+        users::{UserQuery, UserRef, ambiguous, store_filter},
     },
     store::{
         self,
@@ -41,18 +42,16 @@ pub async fn summarize(
     ttl: std::time::Duration,
     first_page: u64,
 ) -> DomainResult<Answer<Summarized>> {
-    let ResetTarget::Users(refs) = &request.target else {
-        return Err(DomainError::Unimplemented {
-            rpc: "SummarizeMfaReset by filter",
-        });
-    };
     if let Some(answer) = idempotency::previous(db, caller, &idempotency).await? {
         return Ok(Answer::Replay(answer));
     }
     let selection =
         Selection::resolve(db, &caller.subject, &request.customer_ids, Action::ResetMfa).await?;
     selection.require_reset_options(request.options.scope, &request.options.method_kinds)?;
-    let users = resolve(db, &selection, refs).await?;
+    let users = match &request.target {
+        ResetTarget::Users(refs) => resolve(db, &selection, refs).await?,
+        ResetTarget::Filter(query) => matching(db, &selection, query).await?,
+    };
     let order: Vec<_> = users.iter().map(|u| u.id).collect();
     let mut current = current_plan(
         db,
@@ -71,6 +70,10 @@ pub async fn summarize(
         items.push(item);
     }
 
+    let filter = match &request.target {
+        ResetTarget::Filter(query) => Some(query.clone()),
+        ResetTarget::Users(_) => None,
+    };
     let id = ResetId::generate();
     let now = crate::domain::now();
     let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15));
@@ -98,6 +101,7 @@ pub async fn summarize(
         rejected: None,
         rejection_reason: None,
         summary,
+        filter,
     };
     let rows = items
         .iter()
@@ -123,6 +127,35 @@ pub async fn summarize(
     store::commit(txn).await?;
     crate::metrics::reset(crate::metrics::ResetOutcome::Summarized);
     Ok(Answer::New(summarized))
+}
+
+/// The users of the selection that `query` matches now, in id order: at most
+/// [`MAX_USERS_PER_RESET`]; more is FAILED_PRECONDITION (TOO_MANY_USERS) with the count, so
+/// that the administrator narrows the filter. Two statements (three when refused).
+async fn matching(
+    db: &DatabaseConnection,
+    selection: &Selection,
+    query: &UserQuery,
+) -> DomainResult<Vec<PlanUser>> {
+    let customer_ids = selection.ids();
+    let filter = store_filter(query);
+    let max = MAX_USERS_PER_RESET as u64;
+    let ids = store::users::matching_ids(db, &customer_ids, &filter, max + 1).await?;
+    if ids.len() as u64 > max {
+        let count = store::users::count_matching(db, &customer_ids, &filter).await?;
+        return Err(DomainError::FailedPrecondition {
+            reason: Reason::TooManyUsers,
+            message: format!(
+                "the filter matches {count} users; one reset covers at most {max}: narrow the filter"
+            ),
+            details: Details::default()
+                .with("user_count", count)
+                .with("max_user_count", max),
+        });
+    }
+    let mut users = store::resets::users_in(db, &customer_ids, &ids, Lock::None).await?;
+    users.sort_by_key(|u| u.id);
+    Ok(users)
 }
 
 /// The stored users `refs` name inside the selection, in request order (ids first).
