@@ -48,6 +48,7 @@ impl AuthenticationMethods for AuthenticationMethodsService {
         let ids = v.selection("customer_ids", &req.customer_ids);
         let query = user_query(&mut v, "", &req.query, &req.mfa_states, &req.method_kinds);
         let size = v.page_size("page_size", req.page_size);
+        let order = v.user_order("order_by", &req.order_by);
         let binding = Binding::of(
             "ListUsersWithMethods",
             &caller.subject,
@@ -58,7 +59,8 @@ impl AuthenticationMethods for AuthenticationMethodsService {
             },
         );
         let after = v.user_cursor(&self.state.page_tokens, &binding, &req.page_token);
-        let (ids, query, size, after) = v.finish((ids, query, size, after))?;
+        let (ids, mut query, size, order, after) = v.finish((ids, query, size, order, after))?;
+        query.order_by = order;
         record_customers(&ids);
         let selection =
             Selection::resolve(&self.state.db, &caller.subject, &ids, Action::Read).await?;

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::FieldViolation;
-use crate::domain::users::UserCursor;
+use crate::domain::users::{SortValue, UserCursor};
 use crate::store::search::Rank;
 
 const NONCE_LEN: usize = 24;
@@ -128,6 +128,10 @@ impl PageTokens {
 
 /// Tag of a ranked user cursor's encoding (an id cursor is the 16 bytes of the id alone).
 const RANKED: u8 = b'R';
+/// Tag of a sorted user cursor's encoding, followed by [`TEXT`] or [`TIME`].
+const SORTED: u8 = b'S';
+const TEXT: u8 = 0;
+const TIME: u8 = 1;
 
 impl PageTokens {
     /// Seals the cursor of a user list; `None` (last page) gives the empty token.
@@ -139,6 +143,16 @@ impl PageTokens {
                 let mut bytes = vec![RANKED, *rank as u8];
                 bytes.extend(id.uuid().as_bytes());
                 bytes.extend(name.as_bytes());
+                self.seal(binding, &bytes)
+            }
+            Some(UserCursor::Sorted { value, id }) => {
+                let (kind, payload) = match value {
+                    SortValue::Text(text) => (TEXT, text.as_bytes().to_vec()),
+                    SortValue::Time(time) => (TIME, time.timestamp_micros().to_be_bytes().to_vec()),
+                };
+                let mut bytes = vec![SORTED, kind];
+                bytes.extend(id.uuid().as_bytes());
+                bytes.extend(payload);
                 self.seal(binding, &bytes)
             }
         }
@@ -166,6 +180,27 @@ impl PageTokens {
                 Ok(Some(UserCursor::Ranked {
                     rank: Rank::from_i32(i32::from(*rank)),
                     name,
+                    id: id.into(),
+                }))
+            }
+            [SORTED, kind, rest @ ..] if rest.len() >= 16 => {
+                let (id, payload) = rest.split_at(16);
+                let id = Uuid::from_slice(id).map_err(|_| malformed())?;
+                let value = match *kind {
+                    TEXT => SortValue::Text(
+                        String::from_utf8(payload.to_vec()).map_err(|_| malformed())?,
+                    ),
+                    TIME => {
+                        let micros = <[u8; 8]>::try_from(payload).map_err(|_| malformed())?;
+                        let time =
+                            chrono::DateTime::from_timestamp_micros(i64::from_be_bytes(micros))
+                                .ok_or_else(malformed)?;
+                        SortValue::Time(time)
+                    }
+                    _ => return Err(malformed()),
+                };
+                Ok(Some(UserCursor::Sorted {
+                    value,
                     id: id.into(),
                 }))
             }
@@ -203,6 +238,36 @@ mod tests {
                 .is_err()
         );
         assert!(!token.contains(&id.simple().to_string()));
+    }
+
+    #[test]
+    fn user_cursors_round_trip() {
+        let tokens = PageTokens::new(&[7; 32]);
+        let id = crate::domain::ids::UserId::from(Uuid::now_v7());
+        let time = chrono::DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap();
+        for cursor in [
+            UserCursor::Id(id),
+            UserCursor::Ranked {
+                rank: Rank::Substring,
+                name: "thi nguyễn".into(),
+                id,
+            },
+            UserCursor::Sorted {
+                value: SortValue::Text(String::new()),
+                id,
+            },
+            UserCursor::Sorted {
+                value: SortValue::Time(time),
+                id,
+            },
+        ] {
+            let token = tokens.seal_user(&binding("a"), Some(&cursor));
+            assert_eq!(tokens.open_user(&binding("a"), &token), Ok(Some(cursor)));
+        }
+        assert_eq!(tokens.seal_user(&binding("a"), None), "");
+        assert_eq!(tokens.open_user(&binding("a"), ""), Ok(None));
+        let short = tokens.seal(&binding("a"), &[SORTED, TIME, 1, 2]);
+        assert!(tokens.open_user(&binding("a"), &short).is_err());
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub(crate) fn user_query(
         mfa_states: mfa_states?,
         method_kinds: method_kinds?,
         external_subjects: Vec::new(),
+        order_by: None,
     })
 }
 
@@ -79,6 +80,7 @@ impl Users for UsersService {
             MAX_EXTERNAL_SUBJECT_LEN,
         );
         let size = v.page_size("page_size", req.page_size);
+        let order = v.user_order("order_by", &req.order_by);
         let binding = Binding::of(
             "ListUsers",
             &caller.subject,
@@ -89,9 +91,10 @@ impl Users for UsersService {
             },
         );
         let after = v.user_cursor(&self.state.page_tokens, &binding, &req.page_token);
-        let (ids, mut query, external_subjects, size, after) =
-            v.finish((ids, query, subjects, size, after))?;
+        let (ids, mut query, external_subjects, size, order, after) =
+            v.finish((ids, query, subjects, size, order, after))?;
         query.external_subjects = external_subjects;
+        query.order_by = order;
         record_customers(&ids);
         let page = users::list_for(
             &self.state.db,

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::paging::{Binding, PageTokens};
-use crate::domain::users::UserCursor;
+use crate::domain::users::{SortKey, UserCursor, UserOrder};
 
 use crate::domain::{
     DomainError, FieldViolation, Reason, idempotency::RequestKey, ids::CustomerId, paging,
@@ -274,6 +274,34 @@ impl Violations {
             .map(|cursor| cursor.map(T::from))
             .map_err(|violation| self.0.push(violation))
             .ok()
+    }
+
+    /// A user list's `order_by` (AIP-132): a key, then ` desc` or ` asc`; empty is the
+    /// list's default order (`Some(None)`).
+    pub fn user_order(&mut self, field: &str, raw: &str) -> Option<Option<UserOrder>> {
+        let words: Vec<&str> = raw.split_whitespace().collect();
+        let (key, descending) = match words.as_slice() {
+            [] => return Some(None),
+            [key] => (*key, false),
+            [key, direction] if direction.eq_ignore_ascii_case("asc") => (*key, false),
+            [key, direction] if direction.eq_ignore_ascii_case("desc") => (*key, true),
+            _ => ("", false),
+        };
+        let key = match key {
+            "display_name" => SortKey::DisplayName,
+            "email" => SortKey::Email,
+            "create_time" => SortKey::CreateTime,
+            "mfa_reset_time" => SortKey::MfaResetTime,
+            _ => {
+                self.add(
+                    field,
+                    "must be one of display_name, email, create_time, mfa_reset_time, \
+                     optionally followed by \" desc\"",
+                );
+                return None;
+            }
+        };
+        Some(Some(UserOrder { key, descending }))
     }
 
     /// The cursor of a user list in a page token (`Some(None)`: first page).

@@ -21,7 +21,7 @@ use crate::store::{
     users::{MfaStateFilter, UserLock},
 };
 
-pub use crate::store::users::Cursor as UserCursor;
+pub use crate::store::users::{Cursor as UserCursor, SortKey, SortValue, UserOrder};
 
 const RESOURCE: &str = "mfareset.v1.User";
 
@@ -36,6 +36,8 @@ pub struct UserQuery {
     pub method_kinds: Vec<MethodKind>,
     /// Only users with one of these external subjects.
     pub external_subjects: Vec<String>,
+    /// Lists only: an explicit order, replacing the default one (and a search's ranking).
+    pub order_by: Option<UserOrder>,
 }
 
 /// How a request names one user: by id, or by the subject the sign-in system knows.
@@ -105,6 +107,7 @@ pub(crate) fn store_filter(query: &UserQuery) -> store::users::UserFilter {
             .collect(),
         method_kinds: query.method_kinds.clone(),
         external_subjects: query.external_subjects.clone(),
+        order: query.order_by,
     }
 }
 
@@ -146,11 +149,9 @@ async fn list_guarded(
 ) -> DomainResult<Page<User, UserCursor>> {
     let filter = store_filter(query);
     let after = page.after.as_ref();
-    if after
-        .is_some_and(|after| matches!(after, UserCursor::Ranked { .. }) != filter.search.is_some())
-    {
-        // Only a token of an earlier release, which had no ranked lists, can get here: the
-        // token is bound to the request's search text.
+    if after.is_some_and(|after| !filter.cursor_fits(after)) {
+        // Only a token of an earlier release, which had no ranked or sorted lists, can get
+        // here: a token is bound to the request's search text and order.
         return Err(DomainError::invalid(
             "page_token",
             "is not a page token of this request (made by an earlier release?)",

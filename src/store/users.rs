@@ -41,6 +41,88 @@ pub struct UserFilter {
     pub method_kinds: Vec<MethodKind>,
     /// Only users with one of these external subjects.
     pub external_subjects: Vec<String>,
+    /// An explicit order, replacing the default one (and a search's ranking).
+    pub order: Option<UserOrder>,
+}
+
+impl UserFilter {
+    /// The cursor kind a page of this list continues with.
+    pub fn cursor_fits(&self, cursor: &Cursor) -> bool {
+        match cursor {
+            Cursor::Sorted { .. } => self.order.is_some(),
+            Cursor::Ranked { .. } => self.order.is_none() && self.search.is_some(),
+            Cursor::Id(_) => self.order.is_none() && self.search.is_none(),
+        }
+    }
+}
+
+/// What a list may be ordered by instead of its default order (ties broken by id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortKey {
+    /// The folded display name.
+    DisplayName,
+    /// The e-mail address.
+    Email,
+    /// When the user was created.
+    CreateTime,
+    /// When the user's MFA was last reset; never reset sorts as the earliest.
+    MfaResetTime,
+}
+
+/// An explicit order of a user list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserOrder {
+    /// By what.
+    pub key: SortKey,
+    /// Largest first.
+    pub descending: bool,
+}
+
+/// What a never-reset user's `mfa_reset_at` sorts as.
+fn never_reset() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::UNIX_EPOCH
+}
+
+impl SortKey {
+    /// The expression a list is ordered by.
+    fn expr(self) -> Expr {
+        match self {
+            SortKey::DisplayName => Expr::col((Entity, Column::DisplayNameFolded)),
+            SortKey::Email => Expr::col((Entity, Column::Email)),
+            SortKey::CreateTime => Expr::col((Entity, Column::CreatedAt)),
+            SortKey::MfaResetTime => {
+                Expr::col((Entity, Column::MfaResetAt)).if_null(Expr::val(never_reset()))
+            }
+        }
+    }
+
+    /// The value of the key in `user`.
+    fn value_of(self, user: &Model) -> SortValue {
+        match self {
+            SortKey::DisplayName => SortValue::Text(user.display_name_folded.clone()),
+            SortKey::Email => SortValue::Text(user.email.clone()),
+            SortKey::CreateTime => SortValue::Time(user.created_at),
+            SortKey::MfaResetTime => SortValue::Time(user.mfa_reset_at.unwrap_or_else(never_reset)),
+        }
+    }
+}
+
+/// The value of a [`SortKey`] in one row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SortValue {
+    /// A text key.
+    Text(String),
+    /// A time key.
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl SortValue {
+    fn expr(&self) -> Expr {
+        match self {
+            SortValue::Text(text) => Expr::val(text.clone()),
+            SortValue::Time(time) => Expr::val(*time),
+        }
+    }
 }
 
 /// Where a list of users continues: after the last row of the previous page.
@@ -54,6 +136,13 @@ pub enum Cursor {
         rank: Rank,
         /// Its `display_name_folded`.
         name: String,
+        /// Its id.
+        id: UserId,
+    },
+    /// After this place in an explicit order: its key's value, then id.
+    Sorted {
+        /// The row's value of the order's key.
+        value: SortValue,
         /// Its id.
         id: UserId,
     },
@@ -170,8 +259,31 @@ pub async fn list(
     if let Some(guard) = guard {
         query = query.filter(guard.condition(customer_ids));
     }
+    if let Some(order) = filter.order {
+        if let Some(Cursor::Sorted { value, id }) = after {
+            let place = Expr::tuple([order.key.expr(), Expr::col((Entity, Column::Id))]);
+            let after = Expr::tuple([value.expr(), Expr::val(id.uuid())]);
+            query = query.filter(if order.descending {
+                place.lt(after)
+            } else {
+                place.gt(after)
+            });
+        }
+        let direction = if order.descending {
+            sea_orm::Order::Desc
+        } else {
+            sea_orm::Order::Asc
+        };
+        return query
+            .order_by(order.key.expr(), direction.clone())
+            .order_by(Column::Id, direction)
+            .limit(limit)
+            .into_model::<Listed>()
+            .all(db)
+            .await;
+    }
     match after {
-        None => {}
+        None | Some(Cursor::Sorted { .. }) => {}
         Some(Cursor::Id(after)) => query = query.filter(Column::Id.gt(*after)),
         Some(Cursor::Ranked { rank: r, name, id }) => {
             let place = Expr::tuple([
@@ -276,6 +388,12 @@ impl Listed {
     /// The cursor that continues after this row of a list with `filter`.
     pub fn cursor(&self, filter: &UserFilter) -> Cursor {
         let id = UserId::from(self.user.id);
+        if let Some(order) = filter.order {
+            return Cursor::Sorted {
+                value: order.key.value_of(&self.user),
+                id,
+            };
+        }
         if filter.search.is_none() {
             return Cursor::Id(id);
         }

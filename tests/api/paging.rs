@@ -194,8 +194,33 @@ backend_test!(
     list_users_sees_every_user_once_while_users_are_inserted
 );
 async fn list_users_sees_every_user_once_while_users_are_inserted(app: &TestApp) {
-    let a = viewed_customer(app, "Keyset A").await;
-    let b = viewed_customer(app, "Keyset B").await;
+    let seen = every_user_once_while_users_are_inserted(app, "").await;
+    assert_ascending(&seen);
+}
+
+backend_test!(
+    list_users_in_an_explicit_order_sees_every_user_once_while_users_are_inserted,
+    list_users_in_an_explicit_order_sees_every_user_once_while_users_are_inserted
+);
+async fn list_users_in_an_explicit_order_sees_every_user_once_while_users_are_inserted(
+    app: &TestApp,
+) {
+    for order_by in [
+        "display_name",
+        "email desc",
+        "create_time desc",
+        "mfa_reset_time",
+    ] {
+        every_user_once_while_users_are_inserted(app, order_by).await;
+    }
+}
+
+/// Pages through two customers' users in `order_by` while users are inserted into both;
+/// asserts that every user present before paging began is seen, and none twice; returns
+/// the ids in the order seen.
+async fn every_user_once_while_users_are_inserted(app: &TestApp, order_by: &str) -> Vec<String> {
+    let a = viewed_customer(app, &format!("Keyset A {order_by}")).await;
+    let b = viewed_customer(app, &format!("Keyset B {order_by}")).await;
     let early: Vec<pb::User> = (0..40)
         .map(|i| {
             let customer = if i % 2 == 0 { &a.id } else { &b.id };
@@ -257,7 +282,10 @@ async fn list_users_sees_every_user_once_while_users_are_inserted(app: &TestApp)
         .union(&id_set(&inserted()))
         .cloned()
         .collect::<HashSet<_>>();
-    let mut request = users_of(&[&a.id, &b.id], 7);
+    let mut request = pb::ListUsersRequest {
+        order_by: order_by.into(),
+        ..users_of(&[&a.id, &b.id], 7)
+    };
     let mut seen: Vec<String> = Vec::new();
     let mut pages = 0;
     loop {
@@ -284,19 +312,23 @@ async fn list_users_sees_every_user_once_while_users_are_inserted(app: &TestApp)
         late.len()
     );
 
-    assert_eq!(seen.len(), id_set(&seen).len(), "an id was seen twice");
-    assert_ascending(&seen);
+    assert_eq!(
+        seen.len(),
+        id_set(&seen).len(),
+        "{order_by:?}: an id was seen twice"
+    );
     let seen_set = id_set(&seen);
     let missed: Vec<_> = present.difference(&seen_set).collect();
     assert!(
         missed.is_empty(),
-        "users present before paging were missed: {missed:?}"
+        "{order_by:?}: users present before paging were missed: {missed:?}"
     );
     let known: HashSet<String> = early_ids.union(&id_set(&late)).cloned().collect();
     assert!(
         seen_set.is_subset(&known),
         "a page returned a user that was never created"
     );
+    seen
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1396,4 +1428,118 @@ async fn list_users_search_matches_word_prefixes_substrings_and_accents_inside_t
         ..users_of(&[&customer.id, &second.id], 2)
     };
     assert_invalid(list_users(app, VIEWER, other_text).await, &["page_token"]);
+}
+
+backend_test!(
+    list_users_order_by_sorts_pages_and_binds_the_token_to_the_order,
+    list_users_order_by_sorts_pages_and_binds_the_token_to_the_order
+);
+async fn list_users_order_by_sorts_pages_and_binds_the_token_to_the_order(app: &TestApp) {
+    let customer = viewed_customer(app, "Order By").await;
+    let people = [
+        ("Carol Nguyen", "a.carol@example.com"),
+        ("alice Nguyen", "d.alice@example.com"),
+        ("Émile Nguyen", "b.emile@example.com"),
+        ("Bob Nguyen", "c.bob@example.com"),
+        ("Nguyen", "e.nguyen@example.com"),
+    ];
+    // One after another, so that creation order is the order of `people`.
+    let (mut client, token) = (app.users(), app.token(PROVISIONER));
+    for (name, email) in people {
+        create(&mut client, &token, new_user(&customer.id, name, email))
+            .await
+            .expect("create user");
+    }
+    let ordered = |order_by: &str, query: &str| {
+        let request = pb::ListUsersRequest {
+            order_by: order_by.into(),
+            query: query.into(),
+            ..users_of(&[&customer.id], 1)
+        };
+        async move {
+            let pages = user_pages(app, request).await;
+            assert!(pages.iter().all(|page| page.len() <= 1));
+            let names: Vec<String> = pages.concat().into_iter().map(|u| u.display_name).collect();
+            names
+        }
+    };
+    let by_name = [
+        "alice Nguyen",
+        "Bob Nguyen",
+        "Carol Nguyen",
+        "Émile Nguyen",
+        "Nguyen",
+    ];
+    assert_eq!(ordered("display_name", "").await, by_name);
+    assert_eq!(ordered("display_name asc", "").await, by_name);
+    let mut reversed = by_name;
+    reversed.reverse();
+    assert_eq!(ordered("display_name desc", "").await, reversed);
+    assert_eq!(
+        ordered("email", "").await,
+        [
+            "Carol Nguyen",
+            "Émile Nguyen",
+            "Bob Nguyen",
+            "alice Nguyen",
+            "Nguyen"
+        ]
+    );
+    let created: Vec<&str> = people.iter().map(|(name, _)| *name).collect();
+    assert_eq!(ordered("create_time", "").await, created);
+    let mut newest_first = created.clone();
+    newest_first.reverse();
+    assert_eq!(ordered("create_time desc", "").await, newest_first);
+    // Never reset: all tie, broken by id.
+    assert_eq!(ordered("mfa_reset_time", "").await, created);
+    // An explicit order replaces a search's ranking (the exact "Nguyen" would come first).
+    assert_eq!(ordered("display_name", "nguyen").await, by_name);
+
+    // A token is bound to its order.
+    let first = list_users(
+        app,
+        VIEWER,
+        pb::ListUsersRequest {
+            order_by: "display_name".into(),
+            ..users_of(&[&customer.id], 2)
+        },
+    )
+    .await
+    .unwrap();
+    let other_order = pb::ListUsersRequest {
+        order_by: "email".into(),
+        page_token: first.next_page_token.clone(),
+        ..users_of(&[&customer.id], 2)
+    };
+    assert_invalid(list_users(app, VIEWER, other_order).await, &["page_token"]);
+    let no_order = pb::ListUsersRequest {
+        page_token: first.next_page_token,
+        ..users_of(&[&customer.id], 2)
+    };
+    assert_invalid(list_users(app, VIEWER, no_order).await, &["page_token"]);
+    for bad in ["name", "display_name up", "email desc asc"] {
+        let request = pb::ListUsersRequest {
+            order_by: bad.into(),
+            ..users_of(&[&customer.id], 2)
+        };
+        assert_invalid(list_users(app, VIEWER, request).await, &["order_by"]);
+    }
+    // ListUsersWithMethods takes the same order.
+    let with_methods = app
+        .methods()
+        .list_users_with_methods(authed(
+            pb::ListUsersWithMethodsRequest {
+                customer_ids: vec![customer.id.clone()],
+                order_by: "display_name desc".into(),
+                ..Default::default()
+            },
+            &app.token(VIEWER),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = (with_methods.users.iter())
+        .map(|u| u.user.as_ref().unwrap().display_name.as_str())
+        .collect();
+    assert_eq!(names, reversed);
 }

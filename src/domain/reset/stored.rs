@@ -262,6 +262,7 @@ fn filter_from_json(json: &str) -> DomainResult<UserQuery> {
             .map(|k| parse("kind", k, MethodKind::parse))
             .collect::<DomainResult<_>>()?,
         external_subjects: Vec::new(),
+        order_by: None,
     })
 }
 
