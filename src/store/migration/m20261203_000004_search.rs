@@ -38,10 +38,7 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         let backend = manager.get_database_backend();
-        match backend {
-            DbBackend::Postgres => run(db, POSTGRES_COLUMN).await?,
-            _ => run(db, SQLITE_COLUMN).await?,
-        }
+        run(db, ADD_COLUMN).await?;
         backfill(db).await?;
         run(db, COUNT_INDEXES).await?;
         match backend {
@@ -132,7 +129,7 @@ CREATE INDEX idx_authentication_methods_active ON authentication_methods (custom
   WHERE state = 'ACTIVE'
 ";
 
-const POSTGRES_COLUMN: &str = "
+const ADD_COLUMN: &str = "
 ALTER TABLE users ADD COLUMN search_key text NOT NULL DEFAULT ''
 ";
 
@@ -151,10 +148,6 @@ CREATE INDEX idx_users_customer_name_prefix ON users (customer_id, display_name_
 CREATE INDEX idx_users_customer_email_prefix ON users (customer_id, email text_pattern_ops);
 DROP INDEX idx_users_search;
 ALTER TABLE users DROP COLUMN search_key
-";
-
-const SQLITE_COLUMN: &str = "
-ALTER TABLE users ADD COLUMN search_key text NOT NULL DEFAULT ''
 ";
 
 const SQLITE_TABLES: &str = "
