@@ -130,6 +130,9 @@ impl PageTokens {
 const RANKED: u8 = b'R';
 /// Tag of a sorted user cursor's encoding, followed by [`TEXT`] or [`TIME`].
 const SORTED: u8 = b'S';
+/// A time as whole seconds (i64) then nanoseconds (u32), big-endian: the exact instant of
+/// the row, whatever precision the database kept (SQLite keeps what was written, up to
+/// nanoseconds; a cursor that rounded would repeat or skip the rows sharing a time).
 const TEXT: u8 = 0;
 const TIME: u8 = 1;
 
@@ -148,7 +151,11 @@ impl PageTokens {
             Some(UserCursor::Sorted { value, id }) => {
                 let (kind, payload) = match value {
                     SortValue::Text(text) => (TEXT, text.as_bytes().to_vec()),
-                    SortValue::Time(time) => (TIME, time.timestamp_micros().to_be_bytes().to_vec()),
+                    SortValue::Time(time) => {
+                        let mut bytes = time.timestamp().to_be_bytes().to_vec();
+                        bytes.extend(time.timestamp_subsec_nanos().to_be_bytes());
+                        (TIME, bytes)
+                    }
                 };
                 let mut bytes = vec![SORTED, kind];
                 bytes.extend(id.uuid().as_bytes());
@@ -191,10 +198,14 @@ impl PageTokens {
                         String::from_utf8(payload.to_vec()).map_err(|_| malformed())?,
                     ),
                     TIME => {
-                        let micros = <[u8; 8]>::try_from(payload).map_err(|_| malformed())?;
-                        let time =
-                            chrono::DateTime::from_timestamp_micros(i64::from_be_bytes(micros))
-                                .ok_or_else(malformed)?;
+                        let (secs, nanos) = payload.split_at_checked(8).ok_or_else(malformed)?;
+                        let secs = <[u8; 8]>::try_from(secs).map_err(|_| malformed())?;
+                        let nanos = <[u8; 4]>::try_from(nanos).map_err(|_| malformed())?;
+                        let time = chrono::DateTime::from_timestamp(
+                            i64::from_be_bytes(secs),
+                            u32::from_be_bytes(nanos),
+                        )
+                        .ok_or_else(malformed)?;
                         SortValue::Time(time)
                     }
                     _ => return Err(malformed()),
@@ -244,7 +255,8 @@ mod tests {
     fn user_cursors_round_trip() {
         let tokens = PageTokens::new(&[7; 32]);
         let id = crate::domain::ids::UserId::from(Uuid::now_v7());
-        let time = chrono::DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap();
+        // Nanoseconds, as a SQLite row written with them holds: the cursor keeps them all.
+        let time = chrono::DateTime::from_timestamp(1_764_000_000, 123_456_789).unwrap();
         for cursor in [
             UserCursor::Id(id),
             UserCursor::Ranked {
@@ -268,6 +280,12 @@ mod tests {
         assert_eq!(tokens.open_user(&binding("a"), ""), Ok(None));
         let short = tokens.seal(&binding("a"), &[SORTED, TIME, 1, 2]);
         assert!(tokens.open_user(&binding("a"), &short).is_err());
+        let mut bad_nanos = vec![SORTED, TIME];
+        bad_nanos.extend(id.uuid().as_bytes());
+        bad_nanos.extend(0i64.to_be_bytes());
+        bad_nanos.extend(u32::MAX.to_be_bytes());
+        let bad_nanos = tokens.seal(&binding("a"), &bad_nanos);
+        assert!(tokens.open_user(&binding("a"), &bad_nanos).is_err());
     }
 
     #[test]

@@ -128,14 +128,27 @@ fn target(v: &mut Violations, users: Option<Target<'_>>) -> Option<ResetTarget> 
                 external_subjects: subjects?,
             }))
         }
-        Some(Target::Filter(filter)) => user_query(
-            v,
-            "filter.",
-            &filter.query,
-            &filter.mfa_states,
-            &filter.method_kinds,
-        )
-        .map(ResetTarget::Filter),
+        Some(Target::Filter(filter)) => {
+            // A list treats such text as no search (every user); a reset must not: "@"
+            // would reset the whole selection.
+            let searchable = filter.query.trim().is_empty()
+                || crate::store::search::Search::new(&filter.query).is_some();
+            if !searchable {
+                v.add(
+                    "filter.query",
+                    "holds no letter or digit, so it matches nothing a reset can name; give \
+                     text to search for, or none",
+                );
+            }
+            user_query(
+                v,
+                "filter.",
+                &filter.query,
+                &filter.mfa_states,
+                &filter.method_kinds,
+            )
+            .map(ResetTarget::Filter)
+        }
     }
 }
 

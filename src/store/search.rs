@@ -87,6 +87,9 @@ impl Search {
     /// The search for what a caller typed.
     pub fn new(text: &str) -> Option<Search> {
         let folded = fold(text);
+        // What the patterns below rely on: no LIKE wildcard, escape or quote can come from
+        // the caller (the store writes the patterns into its statements).
+        debug_assert!(folded.chars().all(|c| c == ' ' || c.is_alphanumeric()));
         (!folded.is_empty()).then_some(Search { folded })
     }
 

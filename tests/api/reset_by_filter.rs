@@ -207,3 +207,29 @@ async fn a_filter_matching_more_than_ten_thousand_users_is_refused_with_the_coun
         (5_001, 5_001)
     );
 }
+
+backend_test!(filter_text_without_a_letter_or_digit_is_refused_not_widened_to_everyone);
+async fn filter_text_without_a_letter_or_digit_is_refused_not_widened_to_everyone(app: &TestApp) {
+    let customer = app
+        .create_customer("Filter Symbols", pb::MfaPolicy::Enforced, &ALL_KINDS)
+        .await;
+    app.grant(ADMIN, Some(&customer.id), "AUTHENTICATION_ADMIN")
+        .await;
+    let user = app.create_user(&customer.id, "Ana Symbol", false, "").await;
+    app.register_method(&user, K::Phone, S::User, "+1 555 010 0003")
+        .await;
+    // A list treats "@" as no search, and lists the user; a reset refuses it.
+    for text in ["@", " -- ", "%_"] {
+        let status = assert_error(
+            summarize(app, by_filter(&[&customer.id], text, &[])).await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert_eq!(violated_fields(&status), ["filter.query"], "{text:?}");
+    }
+    // Blank text is no text: every user of the selection that the other filters match.
+    let summary = summarize(app, by_filter(&[&customer.id], "  ", &[K::Phone]))
+        .await
+        .unwrap();
+    assert_eq!(item_ids(&summary), BTreeSet::from([user.id.clone()]));
+}

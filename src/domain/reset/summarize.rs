@@ -142,7 +142,9 @@ async fn matching(
     let max = MAX_USERS_PER_RESET as u64;
     let ids = store::users::matching_ids(db, &customer_ids, &filter, max + 1).await?;
     if ids.len() as u64 > max {
-        let count = store::users::count_matching(db, &customer_ids, &filter).await?;
+        // A second statement: users deleted in between must not bring it under the cap.
+        let count =
+            (store::users::count_matching(db, &customer_ids, &filter).await?).max(ids.len() as u64);
         return Err(DomainError::FailedPrecondition {
             reason: Reason::TooManyUsers,
             message: format!(
