@@ -140,6 +140,27 @@ pub async fn list_for(
     Ok(page)
 }
 
+/// The statement [`list_for`] runs for the first page of `page_size` users, with its
+/// values: what the bench shows the database's plan of (`EXPLAIN`).
+pub fn list_statement(
+    backend: sea_orm::DbBackend,
+    subject: &str,
+    customer_ids: &[CustomerId],
+    query: &UserQuery,
+    page_size: u64,
+) -> sea_orm::Statement {
+    let guard = read_guard(subject);
+    let filter = store_filter(query);
+    store::users::list_statement(
+        backend,
+        customer_ids,
+        &filter,
+        None,
+        page_size + 1,
+        Some(&guard),
+    )
+}
+
 async fn list_guarded(
     db: &impl ConnectionTrait,
     customer_ids: &[CustomerId],

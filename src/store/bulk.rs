@@ -25,7 +25,16 @@ pub(crate) fn among(
     column: Expr,
     ids: impl IntoIterator<Item = Uuid>,
 ) -> Expr {
-    match db.get_database_backend() {
+    among_on(db.get_database_backend(), column, ids)
+}
+
+/// [`among`] for a statement built before it meets a connection.
+pub(crate) fn among_on(
+    backend: DbBackend,
+    column: Expr,
+    ids: impl IntoIterator<Item = Uuid>,
+) -> Expr {
+    match backend {
         DbBackend::Postgres => {
             let ids = ids.into_iter().map(|id| Value::Uuid(Some(id))).collect();
             let array = Value::Array(ArrayType::Uuid, Some(Box::new(ids)));

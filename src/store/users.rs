@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect,
-    sea_query::{Alias, Expr, ExprTrait, Query, SubQueryStatement},
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, SelectModel, Selector, Statement,
+    sea_query::{Alias, BinOper, Expr, ExprTrait, Query, SubQueryStatement},
 };
 
 use super::{
@@ -195,40 +195,65 @@ fn active_method_exists(kinds: &[MethodKind]) -> Expr {
     Expr::exists(sub.to_owned())
 }
 
+/// `column LIKE '<pattern>'`, the pattern written into the statement rather than bound. A
+/// plan made for a bound pattern (PostgreSQL's generic plan, which a connection switches to
+/// after five calls of a statement) cannot tell that the trigram index narrows the search to
+/// a few rows, so across 500 customers it read every tenant's matches from the heap (59 ms
+/// instead of 11 at 200,000 users; docs/PERFORMANCE.md). A folded pattern holds only letters,
+/// digits, spaces, `|` and `%` ([`Search`]); a quote is doubled all the same.
+fn like(column: Expr, pattern: &str) -> Expr {
+    let literal = format!("'{}'", pattern.replace('\'', "''"));
+    column.binary(BinOper::Like, Expr::cust(literal))
+}
+
 /// `CASE ... END`: the [`Rank`] of a matching user.
 fn rank_of(search: &Search) -> Expr {
     let key = || Expr::col((Entity, Column::SearchKey));
     let [name, email] = search.exact_patterns();
-    Expr::case(key().like(name).or(key().like(email)), Rank::Exact as i32)
-        .case(
-            key().like(search.word_prefix_pattern()),
-            Rank::WordPrefix as i32,
-        )
-        .finally(Rank::Substring as i32)
-        .into()
+    Expr::case(
+        like(key(), &name).or(like(key(), &email)),
+        Rank::Exact as i32,
+    )
+    .case(
+        like(key(), &search.word_prefix_pattern()),
+        Rank::WordPrefix as i32,
+    )
+    .finally(Rank::Substring as i32)
+    .into()
 }
 
-/// The users matching `search`, from an index. On PostgreSQL the trigram GIN index on
-/// `(customer_id, search_key)` serves the LIKE itself. SQLite's FTS5 trigram table serves a
-/// pattern with at least three characters in a row; a one-character word prefix (`"% a%"`)
-/// has two, and is matched on the selected customers' rows, read from the `customer_id`
-/// index.
-fn matching(db: &impl ConnectionTrait, search: &Search) -> Condition {
+/// Whether SQLite's FTS5 trigram table serves `search`: a pattern with at least three
+/// characters in a row. A one-character word prefix (`"% a%"`) has two, and is matched on
+/// the selected customers' rows, read from the `customer_id` index.
+fn uses_fts(backend: DbBackend, search: &Search) -> bool {
+    backend == DbBackend::Sqlite && search.pattern().trim_matches('%').chars().count() >= 3
+}
+
+/// The users of `customer_ids` matching `search`, from an index. On PostgreSQL the trigram
+/// GIN index on `(customer_id, search_key)` serves the LIKE itself. On SQLite (see
+/// [`uses_fts`]) the FTS5 table's matches are narrowed to the selection on `user_search`
+/// (whose `customer_id` is the user's: no call moves a user to another customer), and the
+/// read is driven by their ids ([`filtered`]).
+fn matching(backend: DbBackend, customer_ids: &[CustomerId], search: &Search) -> Condition {
     let pattern = search.pattern();
     let mut condition =
-        Condition::all().add(Expr::col((Entity, Column::SearchKey)).like(pattern.clone()));
-    let fts_usable = pattern.trim_matches('%').chars().count() >= 3;
-    if db.get_database_backend() == sea_orm::DbBackend::Sqlite && fts_usable {
+        Condition::all().add(like(Expr::col((Entity, Column::SearchKey)), &pattern));
+    if uses_fts(backend, search) {
         let fts = Query::select()
             .column(Alias::new("rowid"))
             .from(Alias::new("user_search_fts"))
-            .and_where(
-                Expr::col((Alias::new("user_search_fts"), Alias::new("search_key"))).like(pattern),
-            )
+            .and_where(like(
+                Expr::col((Alias::new("user_search_fts"), Alias::new("search_key"))),
+                &pattern,
+            ))
             .to_owned();
         let users = Query::select()
             .column((Alias::new("user_search"), Alias::new("user_id")))
             .from(Alias::new("user_search"))
+            .and_where(
+                Expr::col((Alias::new("user_search"), Alias::new("customer_id")))
+                    .is_in(customer_ids.iter().copied()),
+            )
             .and_where(Expr::col((Alias::new("user_search"), Alias::new("rowid"))).in_subquery(fts))
             .to_owned();
         condition = condition.add(Expr::col((Entity, Column::Id)).in_subquery(users));
@@ -248,80 +273,164 @@ pub async fn list(
     limit: u64,
     guard: Option<&ReadGuard<'_>>,
 ) -> Result<Vec<Listed>, DbErr> {
+    let backend = db.get_database_backend();
+    (list_select(backend, customer_ids, filter, after, limit, guard))
+        .all(db)
+        .await
+}
+
+/// The statement [`list`] runs, with its values: what the bench shows the plan of.
+pub fn list_statement(
+    backend: DbBackend,
+    customer_ids: &[CustomerId],
+    filter: &UserFilter,
+    after: Option<&Cursor>,
+    limit: u64,
+    guard: Option<&ReadGuard<'_>>,
+) -> Statement {
+    list_select(backend, customer_ids, filter, after, limit, guard).into_statement(backend)
+}
+
+fn list_select(
+    backend: DbBackend,
+    customer_ids: &[CustomerId],
+    filter: &UserFilter,
+    after: Option<&Cursor>,
+    limit: u64,
+    guard: Option<&ReadGuard<'_>>,
+) -> Selector<SelectModel<Listed>> {
+    use sea_orm::Order;
     let rank = match &filter.search {
         Some(search) => rank_of(search),
         None => Expr::val(Rank::Exact as i32),
     };
-    let mut query = Entity::find()
-        .column_as(active_method_count(), "active_method_count")
-        .column_as(rank.clone(), "search_rank")
-        .filter(filtered(db, customer_ids, filter));
-    if let Some(guard) = guard {
-        query = query.filter(guard.condition(customer_ids));
-    }
-    if let Some(order) = filter.order {
-        if let Some(Cursor::Sorted { value, id }) = after {
-            let place = Expr::tuple([order.key.expr(), Expr::col((Entity, Column::Id))]);
-            let after = Expr::tuple([value.expr(), Expr::val(id.uuid())]);
-            query = query.filter(if order.descending {
+    let id = || Expr::col((Entity, Column::Id));
+    let mut condition = filtered(backend, customer_ids, filter);
+    // The order, and the keyset condition of a page that follows another.
+    let order: Vec<(Expr, Order)> = if let Some(order) = filter.order {
+        if let Some(Cursor::Sorted { value, id: after }) = after {
+            let place = Expr::tuple([order.key.expr(), id()]);
+            let after = Expr::tuple([value.expr(), Expr::val(after.uuid())]);
+            condition = condition.add(if order.descending {
                 place.lt(after)
             } else {
                 place.gt(after)
             });
         }
         let direction = if order.descending {
-            sea_orm::Order::Desc
+            Order::Desc
         } else {
-            sea_orm::Order::Asc
+            Order::Asc
         };
-        return query
-            .order_by(order.key.expr(), direction.clone())
-            .order_by(Column::Id, direction)
-            .limit(limit)
-            .into_model::<Listed>()
-            .all(db)
-            .await;
-    }
-    match after {
-        None | Some(Cursor::Sorted { .. }) => {}
-        Some(Cursor::Id(after)) => query = query.filter(Column::Id.gt(*after)),
-        Some(Cursor::Ranked { rank: r, name, id }) => {
-            let place = Expr::tuple([
-                rank.clone(),
-                Expr::col((Entity, Column::DisplayNameFolded)),
-                Expr::col((Entity, Column::Id)),
-            ]);
-            let after = Expr::tuple([
-                Expr::val(*r as i32),
-                Expr::val(name.clone()),
-                Expr::val(id.uuid()),
-            ]);
-            query = query.filter(place.gt(after));
+        vec![(order.key.expr(), direction.clone()), (id(), direction)]
+    } else {
+        match after {
+            None | Some(Cursor::Sorted { .. }) => {}
+            Some(Cursor::Id(after)) => condition = condition.add(Column::Id.gt(*after)),
+            Some(Cursor::Ranked {
+                rank: r,
+                name,
+                id: after,
+            }) => {
+                let place = Expr::tuple([
+                    rank.clone(),
+                    Expr::col((Entity, Column::DisplayNameFolded)),
+                    id(),
+                ]);
+                let after = Expr::tuple([
+                    Expr::val(*r as i32),
+                    Expr::val(name.clone()),
+                    Expr::val(after.uuid()),
+                ]);
+                condition = condition.add(place.gt(after));
+            }
         }
+        if filter.search.is_some() {
+            vec![
+                (rank.clone(), Order::Asc),
+                (Expr::col((Entity, Column::DisplayNameFolded)), Order::Asc),
+                (id(), Order::Asc),
+            ]
+        } else if by_customer_then_id(backend, customer_ids, filter) {
+            vec![
+                (Expr::col((Entity, Column::CustomerId)), Order::Asc),
+                (id(), Order::Asc),
+            ]
+        } else {
+            vec![(id(), Order::Asc)]
+        }
+    };
+    let mut query = Entity::find()
+        .column_as(active_method_count(), "active_method_count")
+        .column_as(rank, "search_rank");
+    if backend == DbBackend::Sqlite {
+        // The page's ids first, from the rows alone, then those rows with their counts.
+        // SQLite computes every output column before it sorts, so in one select it counted
+        // the methods of each of the selection's users (700 ms for 500 customers of 263,257
+        // users, without text; docs/PERFORMANCE.md).
+        let mut ids = Query::select();
+        ids.column((Entity, Column::Id))
+            .from(Entity)
+            .cond_where(condition);
+        for (expr, direction) in &order {
+            ids.order_by_expr(expr.clone(), direction.clone());
+        }
+        ids.limit(limit);
+        query = query.filter(id().in_subquery(ids));
+    } else {
+        query = query.filter(condition);
     }
-    if filter.search.is_some() {
-        query = query
-            .order_by_asc(rank)
-            .order_by_asc(Column::DisplayNameFolded);
+    if let Some(guard) = guard {
+        query = query.filter(guard.condition(customer_ids));
     }
-    query
-        .order_by_asc(Column::Id)
-        .limit(limit)
-        .into_model::<Listed>()
-        .all(db)
-        .await
+    for (expr, direction) in order {
+        query = query.order_by(expr, direction);
+    }
+    query.limit(limit).into_model::<Listed>()
+}
+
+/// Whether a list in id order is read as `ORDER BY customer_id, id` from the
+/// `(customer_id, id)` index: the same order when one customer is selected. In id order alone
+/// PostgreSQL walks the primary key and filters by customer, betting that the customer's rows
+/// are spread through it; a large customer created last has them all at the end, and its
+/// first page took 150-200 ms at 1.1 M users (it grows with the table; docs/PERFORMANCE.md).
+fn by_customer_then_id(
+    backend: DbBackend,
+    customer_ids: &[CustomerId],
+    filter: &UserFilter,
+) -> bool {
+    let one_customer = customer_ids
+        .first()
+        .is_some_and(|first| customer_ids.iter().all(|id| id == first));
+    backend == DbBackend::Postgres
+        && one_customer
+        && filter.search.is_none()
+        && filter.order.is_none()
 }
 
 /// The users of `customer_ids` that `filter` matches.
-fn filtered(
-    db: &impl ConnectionTrait,
-    customer_ids: &[CustomerId],
-    filter: &UserFilter,
-) -> Condition {
-    let mut condition =
-        Condition::all().add(Column::CustomerId.is_in(customer_ids.iter().copied()));
+fn filtered(backend: DbBackend, customer_ids: &[CustomerId], filter: &UserFilter) -> Condition {
+    let tenancy = if filter.search.as_ref().is_some_and(|s| uses_fts(backend, s)) {
+        // The same condition, but `+` keeps SQLite from reading by `(customer_id, id)`: it
+        // probed every selected customer for every match of every customer (500 x 10,000
+        // probes, 1.2 s at 200,000 users), where reading the selection's matches by id takes
+        // 23 ms.
+        Expr::cust(r#"+"users"."customer_id""#).is_in(customer_ids.iter().map(|&id| Expr::val(id)))
+    } else if by_customer_then_id(backend, customer_ids, filter) {
+        // An array, which PostgreSQL does not fold into `customer_id = X`: with an equality
+        // the planner drops `customer_id` from `ORDER BY customer_id, id` and walks the
+        // primary key, filtering by customer (see `list_select`).
+        super::bulk::among_on(
+            backend,
+            Expr::col((Entity, Column::CustomerId)),
+            customer_ids.iter().map(|id| id.uuid()),
+        )
+    } else {
+        Column::CustomerId.is_in(customer_ids.iter().copied())
+    };
+    let mut condition = Condition::all().add(tenancy);
     if let Some(search) = &filter.search {
-        condition = condition.add(matching(db, search));
+        condition = condition.add(matching(backend, customer_ids, search));
     }
     if !filter.mfa_states.is_empty() {
         let any = (filter.mfa_states.iter()).fold(Condition::any(), |any, state| {
@@ -347,10 +456,16 @@ pub async fn matching_ids(
     filter: &UserFilter,
     limit: u64,
 ) -> Result<Vec<UserId>, DbErr> {
-    let ids = Entity::find()
-        .select_only()
-        .column(Column::Id)
-        .filter(filtered(db, customer_ids, filter))
+    let backend = db.get_database_backend();
+    let mut query = (Entity::find().select_only().column(Column::Id)).filter(filtered(
+        backend,
+        customer_ids,
+        filter,
+    ));
+    if by_customer_then_id(backend, customer_ids, filter) {
+        query = query.order_by_asc(Column::CustomerId);
+    }
+    let ids = query
         .order_by_asc(Column::Id)
         .limit(limit)
         .into_tuple::<uuid::Uuid>()
@@ -367,7 +482,7 @@ pub async fn count_matching(
 ) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
     Entity::find()
-        .filter(filtered(db, customer_ids, filter))
+        .filter(filtered(db.get_database_backend(), customer_ids, filter))
         .count(db)
         .await
 }
