@@ -1,6 +1,7 @@
 //! The benchmark binary (`src/bin/bench/`) at tiny sizes, so that it cannot rot: it must
-//! seed, run every reset case and throughput cell with OK calls only, and write the JSON the
-//! docs are made from, on SQLite, and on PostgreSQL when `MFA_RESET_TEST_POSTGRES_URL` is set.
+//! seed, run every reset case, throughput cell and search cell with OK calls only, and write
+//! the JSON the docs are made from, on SQLite, and on PostgreSQL when
+//! `MFA_RESET_TEST_POSTGRES_URL` is set.
 
 use std::process::Command;
 
@@ -105,6 +106,42 @@ fn smoke(backend: &[&str]) {
             assert_eq!(cell["failed_calls"], 0, "{cell:#}");
         }
     }
+    let search = &report["search"];
+    assert_eq!(search["large_customer"]["users"], 1_000, "{search:#}");
+    let selections = search["selections"].as_array().expect("selections");
+    assert_eq!(selections.len(), 2, "{search:#}");
+    for selection in selections {
+        let cells = selection["cells"].as_array().expect("cells");
+        assert!(cells.len() >= 10, "{selection:#}");
+        for cell in cells {
+            assert!(cell["calls"].as_u64() >= Some(5), "{cell:#}");
+            assert!(cell["p50_ms"].as_f64().is_some_and(|v| v > 0.0), "{cell:#}");
+        }
+        let none = cells
+            .iter()
+            .find(|c| c["kind"] == "no match")
+            .expect("no match");
+        assert_eq!(none["matching_users"], 0, "{none:#}");
+    }
+    let counts = search["counts"].as_array().expect("counts");
+    assert_eq!(counts.len(), 2, "{search:#}");
+    for cell in counts {
+        // The smoke run's 20 customers and the large one.
+        assert_eq!(cell["customers"], 21, "{cell:#}");
+        for part in ["list_customers", "counts_alone", "page_alone"] {
+            assert!(
+                cell[part]["p50_ms"].as_f64().is_some_and(|v| v > 0.0),
+                "{cell:#}"
+            );
+        }
+    }
+    let plans = search["plans"].as_array().expect("plans");
+    assert!(plans.len() >= 5, "{search:#}");
+    assert!(
+        plans
+            .iter()
+            .all(|p| !p["plan"].as_str().unwrap_or("").is_empty())
+    );
     let targets = report["targets"].as_array().expect("targets");
     assert_eq!(targets.len(), 8, "{report:#}");
     for target in targets {

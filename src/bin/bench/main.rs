@@ -34,7 +34,11 @@
 //! 4. (c) The change stream (see `watch`): delivery latency of the largest case's reset to a
 //!    watcher, the audit clock's cost to 1 / 16 / 64 concurrent writers, and the RSS with
 //!    `--stalled-streams` streams that read nothing while events are committed.
-//! 5. Prints a table, writes every figure to `--json`, and marks each of the issue's targets
+//! 5. (d) Search, sorting and the customer selector's counts (see `search`): one more
+//!    customer of `--large-customer-users` users, ListUsers with each kind of search text
+//!    and order on it and on 500 customers of the seeded set, ListCustomers at pages of 50
+//!    and 500 beside its counts alone, and the plans of those statements.
+//! 6. Prints a table, writes every figure to `--json`, and marks each of the issue's targets
 //!    `met` or `NOT met` (or `not measured`); a missed target is not an error exit.
 //!
 //! `BENCH_RSS_TRACE=1` prints the process's RSS (after `malloc_trim`) at each step of a round.
@@ -44,6 +48,7 @@
 mod db;
 mod report;
 mod resets;
+mod search;
 mod seed;
 mod sql;
 mod throughput;
@@ -72,7 +77,20 @@ const DB_MAX_CONNECTIONS: u32 = 10;
 /// Random seeded users GetUser and the PK baseline pick from.
 const SAMPLE_USERS: i64 = 10_000;
 
-/// Benchmarks mfa-reset at the design's scale (issue 9).
+/// A part of the run (all by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// Resets through gRPC beside raw SQL.
+    A,
+    /// Throughput of reads and health, beside bare servers.
+    B,
+    /// The change stream.
+    C,
+    /// Search, sorting and the customer selector's counts.
+    D,
+}
+
+/// Benchmarks mfa-reset at the design's scale (issues 9, 10 and 13).
 #[derive(Parser, Debug)]
 #[command(name = "bench")]
 struct Args {
@@ -101,7 +119,7 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Tiny sizes, finishing in seconds: 2,000 users, 20 customers, cases 10x1,100x5,
-    /// 1 round, 0.5 s cells.
+    /// 1 round, 0.5 s cells, one more customer of 1,000 users for part (d).
     #[arg(long)]
     smoke: bool,
     /// Print the raw SQL statements and, for one round of the largest case, their plans
@@ -114,6 +132,12 @@ struct Args {
     /// Change streams that read nothing while part (c) commits events.
     #[arg(long, default_value_t = 20)]
     stalled_streams: usize,
+    /// The parts to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "a,b,c,d")]
+    parts: Vec<Part>,
+    /// Users of the one customer part (d) adds before it searches.
+    #[arg(long, default_value_t = 100_000)]
+    large_customer_users: u64,
     /// PostgreSQL: log every statement on the bench database with its duration to the
     /// server's log, and print the wall-clock window of each gRPC reset call, to break a
     /// call's time down by statement.
@@ -129,6 +153,7 @@ struct Plan {
     rounds: usize,
     warmup: Duration,
     cell: Duration,
+    large_customer_users: u64,
 }
 
 impl Plan {
@@ -141,6 +166,7 @@ impl Plan {
                 rounds: 1,
                 warmup: Duration::from_millis(100),
                 cell: Duration::from_millis(500),
+                large_customer_users: 1_000,
             }
         } else {
             anyhow::ensure!(args.duration_secs > 0.0, "--duration-secs must be positive");
@@ -152,6 +178,7 @@ impl Plan {
                 rounds: args.rounds.max(1),
                 warmup: (cell / 5).min(Duration::from_secs(1)),
                 cell,
+                large_customer_users: args.large_customer_users.max(1),
             }
         };
         anyhow::ensure!(
@@ -298,6 +325,8 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
     let outcome = measure(
         plan,
         &pool,
+        &bench_db,
+        &seeded,
         &target.url,
         &endpoint,
         &secret_file,
@@ -312,7 +341,13 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
         Err(err) => eprintln!("warning: the server task failed: {err}"),
     }
     bench_db.close().await.ok();
-    let (cases, cells, list_size, watch) = outcome?;
+    let Measured {
+        cases,
+        cells,
+        list_size,
+        watch,
+        search,
+    } = outcome?;
 
     let ratios = report::ratios(&cases, &cells);
     let targets = report::targets(&cases, &ratios);
@@ -331,20 +366,26 @@ async fn bench(plan: &Plan, target: &Target, args: &Args) -> anyhow::Result<repo
         ratios,
         targets,
         watch,
+        search,
         notes: report::NOTES.to_vec(),
     })
 }
 
-type Measured = (
-    Vec<resets::CaseResult>,
-    Vec<throughput::Cell>,
-    u64,
-    watch::WatchReport,
-);
+/// The figures of the parts that ran (empty, or `None`, for the others).
+struct Measured {
+    cases: Vec<resets::CaseResult>,
+    cells: Vec<throughput::Cell>,
+    list_size: u64,
+    watch: Option<watch::WatchReport>,
+    search: Option<search::SearchReport>,
+}
 
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     plan: &Plan,
     pool: &Pool,
+    bench_db: &sea_orm::DatabaseConnection,
+    seeded: &seed::Seeded,
     url: &str,
     endpoint: &str,
     secret_file: &std::path::Path,
@@ -364,66 +405,102 @@ async fn measure(
         .connect()
         .await
         .context("connecting to the server")?;
+    let runs = |part| args.parts.contains(&part);
+    let mut measured = Measured {
+        cases: Vec::new(),
+        cells: Vec::new(),
+        list_size: 0,
+        watch: None,
+        search: None,
+    };
 
-    eprintln!("(a) resets");
-    let cases = resets::run(
-        &resets::Setup {
+    if runs(Part::A) {
+        eprintln!("(a) resets");
+        measured.cases = resets::run(
+            &resets::Setup {
+                pool,
+                channel: channel.clone(),
+                token: &token,
+                statements,
+                rounds: plan.rounds,
+                print_sql: args.print_sql,
+                print_windows: args.pg_log_statements,
+            },
+            &plan.cases,
+        )
+        .await?;
+    }
+
+    if runs(Part::B) {
+        eprintln!("(b) throughput");
+        let (list_customer, list_size) = list_customer(pool).await?;
+        let setup = throughput::Setup {
+            endpoint: endpoint.to_string(),
+            token: format!("Bearer {token}").parse()?,
+            sample: Arc::new(sample_users(pool).await?),
+            list_customer: list_customer.to_string(),
+            // A pool of the service's size, configured as the service's.
+            baseline_pool: Pool::of(
+                &store::connect_with_pool(url, Some(DB_MAX_CONNECTIONS)).await?,
+            )?,
+            warmup: plan.warmup,
+            duration: plan.cell,
+        };
+        measured.cells = throughput::run(&setup).await?;
+        measured.list_size = list_size;
+    }
+
+    if runs(Part::C) {
+        eprintln!("(c) change stream");
+        let largest = plan
+            .cases
+            .iter()
+            .max_by_key(|c| c.users)
+            .cloned()
+            .context("no case")?;
+        let db = store::connect_with_pool(url, Some(4)).await?;
+        let watched = watch::run(&watch::Setup {
             pool,
+            db: &db,
             channel: channel.clone(),
             token: &token,
-            statements,
-            rounds: plan.rounds,
-            print_sql: args.print_sql,
-            print_windows: args.pg_log_statements,
-        },
-        &plan.cases,
-    )
-    .await?;
+            case: largest,
+            cell: plan.cell,
+            stalled_streams: if args.smoke { 2 } else { args.stalled_streams },
+            stalled_batches: if args.smoke {
+                [2_000, 4_000]
+            } else {
+                [50_000, 50_000]
+            },
+            settle: if args.smoke {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(2)
+            },
+        })
+        .await?;
+        db.close().await.ok();
+        measured.watch = Some(watched);
+    }
 
-    eprintln!("(b) throughput");
-    let (list_customer, list_size) = list_customer(pool).await?;
-    let setup = throughput::Setup {
-        endpoint: endpoint.to_string(),
-        token: format!("Bearer {token}").parse()?,
-        sample: Arc::new(sample_users(pool).await?),
-        list_customer: list_customer.to_string(),
-        // A pool of the service's size, configured as the service's.
-        baseline_pool: Pool::of(&store::connect_with_pool(url, Some(DB_MAX_CONNECTIONS)).await?)?,
-        warmup: plan.warmup,
-        duration: plan.cell,
-    };
-    let cells = throughput::run(&setup).await?;
-
-    eprintln!("(c) change stream");
-    let largest = plan
-        .cases
-        .iter()
-        .max_by_key(|c| c.users)
-        .cloned()
-        .context("no case")?;
-    let db = store::connect_with_pool(url, Some(4)).await?;
-    let watched = watch::run(&watch::Setup {
-        pool,
-        db: &db,
-        channel,
-        token: &token,
-        case: largest,
-        cell: plan.cell,
-        stalled_streams: if args.smoke { 2 } else { args.stalled_streams },
-        stalled_batches: if args.smoke {
-            [2_000, 4_000]
-        } else {
-            [50_000, 50_000]
-        },
-        settle: if args.smoke {
-            Duration::from_millis(300)
-        } else {
-            Duration::from_secs(2)
-        },
-    })
-    .await?;
-    db.close().await.ok();
-    Ok((cases, cells, list_size, watched))
+    // Last: it adds a customer, which the other parts do not expect.
+    if runs(Part::D) {
+        eprintln!("(d) search and counts");
+        measured.search = Some(
+            search::run(&search::Setup {
+                pool,
+                db: bench_db,
+                channel,
+                token: &token,
+                customers: seeded.customers,
+                users: seeded.users,
+                large_customer_users: plan.large_customer_users,
+                cell: plan.cell,
+            })
+            .await?,
+        );
+    }
+    Ok(measured)
 }
 
 async fn database_version(pool: &Pool) -> anyhow::Result<String> {

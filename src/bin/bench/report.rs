@@ -90,7 +90,10 @@ pub struct Report {
     pub throughput: Vec<Cell>,
     pub ratios: Ratios,
     pub targets: Vec<TargetCheck>,
-    pub watch: crate::watch::WatchReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::watch::WatchReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<crate::search::SearchReport>,
     pub notes: Vec<&'static str>,
 }
 
@@ -292,149 +295,158 @@ impl Report {
             self.db_max_connections, self.rounds, self.cell_secs, self.warmup_secs
         );
 
-        println!(
-            "\n(a) SummarizeMfaReset and ConfirmMfaReset through gRPC beside raw SQL (median ms)"
-        );
-        println!(
-            "{:<10} | {:>9} {:>10} {:>6} {:>9} | {:>11} {:>10} {:>6} {:>9} | {:>11} {:>9}",
-            "case",
-            "raw read",
-            "summarize",
-            "ratio",
-            "stmts",
-            "raw confirm",
-            "confirm",
-            "ratio",
-            "stmts",
-            "RSS MiB",
-            "users/s"
-        );
-        for c in &self.cases {
-            let stmts = |f: fn(&crate::resets::Round) -> u64| {
-                let mut v: Vec<u64> = c.rounds.iter().map(f).collect();
-                v.sort_unstable();
-                v.get(v.len() / 2).copied().unwrap_or(0)
-            };
+        if !self.cases.is_empty() {
             println!(
-                "{:<10} | {:>9.1} {:>10.1} {:>5.2}x {:>4}/{:<4} | {:>11.1} {:>10.1} {:>5.2}x {:>4}/{:<4} | {:>5} > {:<3} {:>9.0}",
-                c.case().label(),
-                c.median_raw_read_ms,
-                c.median_summarize_ms,
-                c.summarize_ratio,
-                stmts(|r| r.raw_read_statements),
-                stmts(|r| r.summarize_statements),
-                c.median_raw_confirm_ms,
-                c.median_confirm_ms,
-                c.confirm_ratio,
-                stmts(|r| r.raw_confirm_statements),
-                stmts(|r| r.confirm_statements),
-                mib(c.max_confirm_rss_before_kib),
-                mib(c.max_confirm_peak_rss_kib),
-                c.users as f64 / (c.median_confirm_ms / 1e3).max(f64::MIN_POSITIVE),
+                "\n(a) SummarizeMfaReset and ConfirmMfaReset through gRPC beside raw SQL (median ms)"
             );
-        }
-        println!(
-            "  stmts: raw/gRPC; RSS MiB: the bench process before the confirm > its peak during it; users/s: of the confirm"
-        );
-        if let Some(s) = &self.ratios.confirm_scaling {
             println!(
-                "  confirm time({}) / time({}) = {:.2}",
-                s.large, s.small, s.ratio
+                "{:<10} | {:>9} {:>10} {:>6} {:>9} | {:>11} {:>10} {:>6} {:>9} | {:>11} {:>9}",
+                "case",
+                "raw read",
+                "summarize",
+                "ratio",
+                "stmts",
+                "raw confirm",
+                "confirm",
+                "ratio",
+                "stmts",
+                "RSS MiB",
+                "users/s"
             );
-        }
-        if let Some(c) = self.cases.iter().max_by_key(|c| c.users) {
-            if let Some(r) = c.rounds.first() {
+            for c in &self.cases {
+                let stmts = |f: fn(&crate::resets::Round) -> u64| {
+                    let mut v: Vec<u64> = c.rounds.iter().map(f).collect();
+                    v.sort_unstable();
+                    v.get(v.len() / 2).copied().unwrap_or(0)
+                };
                 println!(
-                    "  {} per round: {} users reset, {} methods deleted, {} deactivated, {} methods read",
+                    "{:<10} | {:>9.1} {:>10.1} {:>5.2}x {:>4}/{:<4} | {:>11.1} {:>10.1} {:>5.2}x {:>4}/{:<4} | {:>5} > {:<3} {:>9.0}",
                     c.case().label(),
-                    r.users_reset,
-                    r.methods_deleted,
-                    r.methods_deactivated,
-                    r.methods_read
+                    c.median_raw_read_ms,
+                    c.median_summarize_ms,
+                    c.summarize_ratio,
+                    stmts(|r| r.raw_read_statements),
+                    stmts(|r| r.summarize_statements),
+                    c.median_raw_confirm_ms,
+                    c.median_confirm_ms,
+                    c.confirm_ratio,
+                    stmts(|r| r.raw_confirm_statements),
+                    stmts(|r| r.confirm_statements),
+                    mib(c.max_confirm_rss_before_kib),
+                    mib(c.max_confirm_peak_rss_kib),
+                    c.users as f64 / (c.median_confirm_ms / 1e3).max(f64::MIN_POSITIVE),
                 );
             }
-        }
-
-        println!(
-            "\n(b) Throughput: calls with status OK ({} channels at most per target; ListUsers lists a customer of {} users)",
-            crate::throughput::CHANNELS,
-            self.list_users_customer_size
-        );
-        println!(
-            "{:<14} {:>9} {:>8} {:>11} {:>9} {:>9} {:>7}",
-            "target", "in flight", "channels", "calls/s", "p50 ms", "p99 ms", "failed"
-        );
-        for c in &self.throughput {
             println!(
-                "{:<14} {:>9} {:>8} {:>11.0} {:>9.2} {:>9.2} {:>7}",
-                c.target,
-                c.in_flight,
-                c.channels,
-                c.calls_per_sec,
-                c.p50_ms,
-                c.p99_ms,
-                c.failed_calls
+                "  stmts: raw/gRPC; RSS MiB: the bench process before the confirm > its peak during it; users/s: of the confirm"
             );
-        }
-        let r = &self.ratios;
-        println!(
-            "  GetUser@64 / PK lookup@64 = {}; health@64 / bare@64 = {}; health p99@64 / bare p99@64 = {}; ListUsers p50 / GetUser p50 @1 = {}",
-            opt(r.get_user_vs_pk_lookup_at_64, "x"),
-            opt(r.health_vs_bare_at_64, "x"),
-            opt(r.health_p99_vs_bare_at_64, "x"),
-            opt(r.list_users_p50_vs_get_user_p50_at_1, "x"),
-        );
-
-        let w = &self.watch;
-        println!("\n(c) Change stream (issue 10)");
-        println!(
-            "  delivery of a {} reset's {} MFA_RESET events to a watcher: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms after the confirm's answer ({:.0} ms; {} arrived before it)",
-            w.latency.case,
-            w.latency.events,
-            w.latency.p50_ms,
-            w.latency.p99_ms,
-            w.latency.max_ms,
-            w.latency.confirm_ms,
-            w.latency.before_answer
-        );
-        println!(
-            "  {:<8} {:>9} {:>11} {:>9} {:>9}",
-            "writers", "clock", "commits/s", "p50 ms", "p99 ms"
-        );
-        for c in &w.clock {
-            println!(
-                "  {:<8} {:>9} {:>11.0} {:>9.2} {:>9.2}",
-                c.writers,
-                if c.stamped { "stamped" } else { "none" },
-                c.commits_per_sec,
-                c.p50_ms,
-                c.p99_ms
-            );
-        }
-        for pair in w.clock.chunks(2) {
-            if let [none, stamped] = pair {
+            if let Some(s) = &self.ratios.confirm_scaling {
                 println!(
-                    "  {} writers: the clock costs {:.2}x the commits/s",
-                    none.writers,
-                    stamped.commits_per_sec / none.commits_per_sec.max(f64::MIN_POSITIVE)
+                    "  confirm time({}) / time({}) = {:.2}",
+                    s.large, s.small, s.ratio
                 );
             }
+            if let Some(c) = self.cases.iter().max_by_key(|c| c.users) {
+                if let Some(r) = c.rounds.first() {
+                    println!(
+                        "  {} per round: {} users reset, {} methods deleted, {} deactivated, {} methods read",
+                        c.case().label(),
+                        r.users_reset,
+                        r.methods_deleted,
+                        r.methods_deactivated,
+                        r.methods_read
+                    );
+                }
+            }
         }
-        println!(
-            "  {} stalled streams: RSS {} MiB before; after (events committed, MiB): {}",
-            w.stalled.streams,
-            mib(w.stalled.rss_before_kib),
-            w.stalled
-                .rss_after_kib
-                .iter()
-                .map(|(n, kib)| format!("({n}, {})", mib(*kib)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        if !self.throughput.is_empty() {
+            println!(
+                "\n(b) Throughput: calls with status OK ({} channels at most per target; ListUsers lists a customer of {} users)",
+                crate::throughput::CHANNELS,
+                self.list_users_customer_size
+            );
+            println!(
+                "{:<14} {:>9} {:>8} {:>11} {:>9} {:>9} {:>7}",
+                "target", "in flight", "channels", "calls/s", "p50 ms", "p99 ms", "failed"
+            );
+            for c in &self.throughput {
+                println!(
+                    "{:<14} {:>9} {:>8} {:>11.0} {:>9.2} {:>9.2} {:>7}",
+                    c.target,
+                    c.in_flight,
+                    c.channels,
+                    c.calls_per_sec,
+                    c.p50_ms,
+                    c.p99_ms,
+                    c.failed_calls
+                );
+            }
+            let r = &self.ratios;
+            println!(
+                "  GetUser@64 / PK lookup@64 = {}; health@64 / bare@64 = {}; health p99@64 / bare p99@64 = {}; ListUsers p50 / GetUser p50 @1 = {}",
+                opt(r.get_user_vs_pk_lookup_at_64, "x"),
+                opt(r.health_vs_bare_at_64, "x"),
+                opt(r.health_p99_vs_bare_at_64, "x"),
+                opt(r.list_users_p50_vs_get_user_p50_at_1, "x"),
+            );
+        }
 
-        println!("\nTargets (issue 9)");
-        for t in &self.targets {
-            println!("  [{:<12}] {:<58} {}", t.status, t.target, t.figure);
+        if let Some(w) = &self.watch {
+            println!("\n(c) Change stream (issue 10)");
+            println!(
+                "  delivery of a {} reset's {} MFA_RESET events to a watcher: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms after the confirm's answer ({:.0} ms; {} arrived before it)",
+                w.latency.case,
+                w.latency.events,
+                w.latency.p50_ms,
+                w.latency.p99_ms,
+                w.latency.max_ms,
+                w.latency.confirm_ms,
+                w.latency.before_answer
+            );
+            println!(
+                "  {:<8} {:>9} {:>11} {:>9} {:>9}",
+                "writers", "clock", "commits/s", "p50 ms", "p99 ms"
+            );
+            for c in &w.clock {
+                println!(
+                    "  {:<8} {:>9} {:>11.0} {:>9.2} {:>9.2}",
+                    c.writers,
+                    if c.stamped { "stamped" } else { "none" },
+                    c.commits_per_sec,
+                    c.p50_ms,
+                    c.p99_ms
+                );
+            }
+            for pair in w.clock.chunks(2) {
+                if let [none, stamped] = pair {
+                    println!(
+                        "  {} writers: the clock costs {:.2}x the commits/s",
+                        none.writers,
+                        stamped.commits_per_sec / none.commits_per_sec.max(f64::MIN_POSITIVE)
+                    );
+                }
+            }
+            println!(
+                "  {} stalled streams: RSS {} MiB before; after (events committed, MiB): {}",
+                w.stalled.streams,
+                mib(w.stalled.rss_before_kib),
+                w.stalled
+                    .rss_after_kib
+                    .iter()
+                    .map(|(n, kib)| format!("({n}, {})", mib(*kib)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if let Some(search) = &self.search {
+            search.print();
+        }
+
+        if !self.cases.is_empty() || !self.throughput.is_empty() {
+            println!("\nTargets (issue 9)");
+            for t in &self.targets {
+                println!("  [{:<12}] {:<58} {}", t.status, t.target, t.figure);
+            }
         }
         println!("\nNotes");
         for n in &self.notes {

@@ -1222,7 +1222,7 @@ async fn raw_confirm_sqlite(
 }
 
 /// An `EXPLAIN QUERY PLAN` answer as an indented tree.
-fn sqlite_plan(lines: &[(i64, i64, i64, String)]) -> String {
+pub fn sqlite_plan(lines: &[(i64, i64, i64, String)]) -> String {
     let mut depth: HashMap<i64, usize> = HashMap::new();
     let mut out = Vec::new();
     for (id, parent, _, detail) in lines {
@@ -1300,7 +1300,7 @@ fn print_plans(pool: &Pool, case: &Case, plans: &[(String, String)]) {
 }
 
 /// The plan with every long array literal (`'{...}'`) cut to its size.
-fn abbreviate(plan: &str) -> String {
+pub fn abbreviate(plan: &str) -> String {
     let mut out = String::with_capacity(plan.len().min(64 * 1024));
     let mut rest = plan;
     while let Some(start) = rest.find("'{") {

@@ -14,7 +14,10 @@
 //! low bits), so ids sort in creation order as the service's own `Uuid::now_v7()` ids do;
 //! the methods insert recomputes the user and customer ids from `g`, so the composite
 //! foreign key `(customer_id, user_id)` holds by construction. The schema's CHECK, unique
-//! and foreign key constraints stay in place and are checked on every row.
+//! and foreign key constraints stay in place and are checked on every row, and the search
+//! keys are written as the service writes them (on SQLite, the triggers fill the FTS index).
+//! [`one_customer`] adds one more tenant, all of whose users are numbered after the others:
+//! the design's largest customer (part (d)).
 
 use std::time::{Duration, Instant};
 
@@ -97,28 +100,83 @@ pub async fn run(pool: &Pool, customers: u64, users: u64) -> anyhow::Result<Seed
         customers > 0 && users >= customers,
         "need users >= customers > 0"
     );
-    let now = Utc::now();
+    // As the service stamps rows: to the microsecond, which both backends keep exactly.
+    let now = mfa_reset::domain::now();
     let clock = Clock::new(now, customers, users);
     let started = Instant::now();
     let mut seeded = Seeded {
-        customers: exec(pool, &customers_sql(pool, &clock, customers), now).await?,
+        customers: exec(pool, &customers_sql(pool, &clock, 0, customers), now).await?,
         ..Seeded::default()
     };
-    // Batches of users then their methods; on PostgreSQL two batches at a time (one per
-    // core: the inserts are CPU-bound in the server), on SQLite one (a single writer).
+    let batches = (0..users.div_ceil(BATCH)).map(|b| Rows {
+        customers,
+        from: b * BATCH,
+        to: ((b + 1) * BATCH).min(users),
+        only: None,
+    });
+    insert_users(pool, &clock, now, batches, &mut seeded, started).await?;
+    seeded.insert_time = started.elapsed();
+    seeded.analyze_time = analyze(pool).await?;
+    Ok(seeded)
+}
+
+/// Seeds one more customer, number `customers` (after the `customers` that [`run`] seeded),
+/// with `users` users numbered from `first_user` on (after [`run`]'s), then analyzes: one
+/// large tenant, created last.
+pub async fn one_customer(
+    pool: &Pool,
+    customers: u64,
+    first_user: u64,
+    users: u64,
+) -> anyhow::Result<Seeded> {
+    // As the service stamps rows: to the microsecond, which both backends keep exactly.
+    let now = mfa_reset::domain::now();
+    let clock = Clock::new(now, customers + 1, first_user + users);
+    let started = Instant::now();
+    let mut seeded = Seeded {
+        customers: exec(
+            pool,
+            &customers_sql(pool, &clock, customers, customers + 1),
+            now,
+        )
+        .await?,
+        ..Seeded::default()
+    };
+    let end = first_user + users;
+    let batches = (0..users.div_ceil(BATCH)).map(|b| Rows {
+        customers: customers + 1,
+        from: first_user + b * BATCH,
+        to: (first_user + (b + 1) * BATCH).min(end),
+        only: Some(customers),
+    });
+    insert_users(pool, &clock, now, batches, &mut seeded, started).await?;
+    seeded.insert_time = started.elapsed();
+    seeded.analyze_time = analyze(pool).await?;
+    Ok(seeded)
+}
+
+/// Batches of users then their methods; on PostgreSQL two batches at a time (one per core:
+/// the inserts are CPU-bound in the server), on SQLite one (a single writer).
+async fn insert_users(
+    pool: &Pool,
+    clock: &Clock,
+    now: DateTime<Utc>,
+    mut batches: impl Iterator<Item = Rows>,
+    seeded: &mut Seeded,
+    started: Instant,
+) -> anyhow::Result<()> {
     let parallel = match pool {
         Pool::Postgres(_) => 2,
         Pool::Sqlite(_) => 1,
     };
-    let mut batches = (0..users.div_ceil(BATCH)).map(|b| (b * BATCH, ((b + 1) * BATCH).min(users)));
     let mut running = tokio::task::JoinSet::new();
     loop {
         while running.len() < parallel {
-            let Some((from, to)) = batches.next() else {
+            let Some(rows) = batches.next() else {
                 break;
             };
-            let users_sql = users_sql(pool, &clock, customers, from, to);
-            let methods_sql = methods_sql(pool, &clock, customers, from, to);
+            let users_sql = users_sql(pool, clock, rows);
+            let methods_sql = methods_sql(pool, clock, rows);
             let pool = pool.clone();
             running.spawn(async move {
                 let started = Instant::now();
@@ -148,7 +206,10 @@ pub async fn run(pool: &Pool, customers: u64, users: u64) -> anyhow::Result<Seed
         );
     }
     eprintln!();
-    seeded.insert_time = started.elapsed();
+    Ok(())
+}
+
+async fn analyze(pool: &Pool) -> anyhow::Result<Duration> {
     let started = Instant::now();
     match pool {
         // VACUUM as well: it sets the hint bits and the visibility map of the new rows, so
@@ -163,8 +224,7 @@ pub async fn run(pool: &Pool, customers: u64, users: u64) -> anyhow::Result<Seed
             sqlx::raw_sql("ANALYZE").execute(pool).await?;
         }
     }
-    seeded.analyze_time = started.elapsed();
-    Ok(seeded)
+    Ok(started.elapsed())
 }
 
 async fn exec(pool: &Pool, sql: &str, now: DateTime<Utc>) -> anyhow::Result<u64> {
@@ -232,12 +292,13 @@ fn user_id(pool: &Pool, clock: &Clock, g: &str) -> String {
     }
 }
 
-fn customers_sql(pool: &Pool, clock: &Clock, customers: u64) -> String {
+/// Customers number `from..to`.
+fn customers_sql(pool: &Pool, clock: &Clock, from: u64, to: u64) -> String {
     let id = customer_id(pool, clock, "t.c");
     let series = match pool {
-        Pool::Postgres(_) => format!("generate_series(0, {}) AS t(c)", customers - 1),
+        Pool::Postgres(_) => format!("generate_series({from}, {}) AS t(c)", to - 1),
         Pool::Sqlite(_) => format!(
-            "(WITH RECURSIVE s(c) AS (SELECT 0 UNION ALL SELECT c + 1 FROM s WHERE c + 1 < {customers}) \
+            "(WITH RECURSIVE s(c) AS (SELECT {from} UNION ALL SELECT c + 1 FROM s WHERE c + 1 < {to}) \
              SELECT c FROM s) AS t"
         ),
     };
@@ -254,35 +315,55 @@ fn customers_sql(pool: &Pool, clock: &Clock, customers: u64) -> String {
     )
 }
 
-/// The numbered rows `from..to` with their hash `h1`, customer `c` and method count `m`,
-/// as a FROM item named `k` (columns g, h1, c, m).
-fn numbered(pool: &Pool, customers: u64, from: u64, to: u64) -> String {
+/// Users number `from..to`: of the customers `0..customers` as the module says, or all of
+/// customer `only`.
+#[derive(Clone, Copy, Debug)]
+struct Rows {
+    customers: u64,
+    from: u64,
+    to: u64,
+    only: Option<u64>,
+}
+
+/// The numbered rows with their hash `h1`, customer `c` and method count `m`, as a FROM item
+/// named `k` (columns g, h1, c, m).
+fn numbered(pool: &Pool, rows: Rows) -> String {
+    let Rows {
+        customers,
+        from,
+        to,
+        only,
+    } = rows;
+    let last = customers - 1;
     match pool {
         Pool::Postgres(_) => format!(
-            "(SELECT s.g, a.h1, \
-               least({last}, floor({customers} * power(a.h1 / 4294967296.0, 2))::bigint) AS c, \
-               (a.h1 / 128) % 7 AS m \
+            "(SELECT s.g, a.h1, {c} AS c, (a.h1 / 128) % 7 AS m \
              FROM generate_series({from}::bigint, {end}::bigint) AS s(g) \
              CROSS JOIN LATERAL (SELECT (s.g * 2654435761) % 4294967296 AS h1) AS a) AS k",
-            last = customers - 1,
+            c = only.map_or_else(
+                || format!("least({last}, floor({customers} * power(a.h1 / 4294967296.0, 2))::bigint)"),
+                |c| c.to_string()
+            ),
             end = to - 1,
         ),
         Pool::Sqlite(_) => format!(
             "(WITH RECURSIVE s(g) AS (SELECT {from} UNION ALL SELECT g + 1 FROM s WHERE g + 1 < {to}), \
                a AS (SELECT g, (g * 2654435761) % 4294967296 AS h1 FROM s) \
-             SELECT g, h1, \
-               min({last}, CAST({customers} * (h1 / 4294967296.0) * (h1 / 4294967296.0) AS INTEGER)) AS c, \
-               (h1 / 128) % 7 AS m \
-             FROM a) AS k",
-            last = customers - 1,
+             SELECT g, h1, {c} AS c, (h1 / 128) % 7 AS m FROM a) AS k",
+            c = only.map_or_else(
+                || format!(
+                    "min({last}, CAST({customers} * (h1 / 4294967296.0) * (h1 / 4294967296.0) AS INTEGER))"
+                ),
+                |c| c.to_string()
+            ),
         ),
     }
 }
 
-fn users_sql(pool: &Pool, clock: &Clock, customers: u64, from: u64, to: u64) -> String {
+fn users_sql(pool: &Pool, clock: &Clock, rows: Rows) -> String {
     let id = user_id(pool, clock, "k.g");
     let customer = customer_id(pool, clock, "k.c");
-    let rows = numbered(pool, customers, from, to);
+    let rows = numbered(pool, rows);
     let name = match pool {
         Pool::Postgres(_) => format!(
             "({}[1 + k.g % 24] || ' ' || {}[1 + (k.g / 24) % 30])",
@@ -310,10 +391,10 @@ fn users_sql(pool: &Pool, clock: &Clock, customers: u64, from: u64, to: u64) -> 
     )
 }
 
-fn methods_sql(pool: &Pool, clock: &Clock, customers: u64, from: u64, to: u64) -> String {
+fn methods_sql(pool: &Pool, clock: &Clock, rows: Rows) -> String {
     let user = user_id(pool, clock, "k.g");
     let customer = customer_id(pool, clock, "k.c");
-    let rows = numbered(pool, customers, from, to);
+    let rows = numbered(pool, rows);
     let ms = format!("({} + k.g * 8 + j.j)", clock.methods_ms);
     let (id, slots, pad7, pad8) = match pool {
         Pool::Postgres(_) => (
