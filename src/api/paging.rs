@@ -130,10 +130,11 @@ impl PageTokens {
 const RANKED: u8 = b'R';
 /// Tag of a sorted user cursor's encoding, followed by [`TEXT`] or [`TIME`].
 const SORTED: u8 = b'S';
-/// A time as whole seconds (i64) then nanoseconds (u32), big-endian: the exact instant of
-/// the row, whatever precision the database kept (SQLite keeps what was written, up to
-/// nanoseconds; a cursor that rounded would repeat or skip the rows sharing a time).
+/// A text key: its UTF-8 bytes.
 const TEXT: u8 = 0;
+/// A time key: whole seconds (i64) then nanoseconds (u32), big-endian, the exact instant of
+/// the row whatever precision the database kept (SQLite keeps what was written, up to
+/// nanoseconds; a cursor that rounded would repeat or skip the rows sharing a time).
 const TIME: u8 = 1;
 
 impl PageTokens {
