@@ -351,13 +351,8 @@ fn list_select(
                 (Expr::col((Entity, Column::DisplayNameFolded)), Order::Asc),
                 (id(), Order::Asc),
             ]
-        } else if by_customer_then_id(backend, customer_ids, filter) {
-            vec![
-                (Expr::col((Entity, Column::CustomerId)), Order::Asc),
-                (id(), Order::Asc),
-            ]
         } else {
-            vec![(id(), Order::Asc)]
+            id_order(backend, customer_ids, filter)
         }
     };
     let mut query = Entity::find()
@@ -387,6 +382,24 @@ fn list_select(
         query = query.order_by(expr, direction);
     }
     query.limit(limit).into_model::<Listed>()
+}
+
+/// The id order of a list without text or explicit order, as the database should read it
+/// (see [`by_customer_then_id`]).
+fn id_order(
+    backend: DbBackend,
+    customer_ids: &[CustomerId],
+    filter: &UserFilter,
+) -> Vec<(Expr, sea_orm::Order)> {
+    let id = (Expr::col((Entity, Column::Id)), sea_orm::Order::Asc);
+    if by_customer_then_id(backend, customer_ids, filter) {
+        vec![
+            (Expr::col((Entity, Column::CustomerId)), sea_orm::Order::Asc),
+            id,
+        ]
+    } else {
+        vec![id]
+    }
 }
 
 /// Whether a list in id order is read as `ORDER BY customer_id, id` from the
@@ -462,11 +475,10 @@ pub async fn matching_ids(
         customer_ids,
         filter,
     ));
-    if by_customer_then_id(backend, customer_ids, filter) {
-        query = query.order_by_asc(Column::CustomerId);
+    for (expr, direction) in id_order(backend, customer_ids, filter) {
+        query = query.order_by(expr, direction);
     }
     let ids = query
-        .order_by_asc(Column::Id)
         .limit(limit)
         .into_tuple::<uuid::Uuid>()
         .all(db)

@@ -32,7 +32,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::{SUBJECT, authed, db::Pool, seed};
+use crate::{SUBJECT, authed, db::Pool, seed, watch::percentile};
 
 /// Calls per cell, at least (however long they take) and at most.
 pub const MIN_CALLS: usize = 5;
@@ -212,6 +212,8 @@ async fn customer_ids(pool: &Pool) -> anyhow::Result<Vec<Uuid>> {
 /// One selection and what its cells need.
 struct Selection {
     ids: Vec<Uuid>,
+    /// The same, as the store takes them.
+    customer_ids: Vec<CustomerId>,
     /// Its users.
     users: u64,
     /// E-mail local parts of a few of its users, as an admin who knows the address types
@@ -236,6 +238,7 @@ impl Selection {
         ensure!(!locals.is_empty(), "the selection has no users");
         Ok(Selection {
             ids: ids.to_vec(),
+            customer_ids,
             users,
             locals,
         })
@@ -282,7 +285,6 @@ impl Selection {
                 "create_time desc",
             ),
         ];
-        let customer_ids: Vec<CustomerId> = self.ids.iter().map(|&id| id.into()).collect();
         let mut cells = Vec::new();
         let mut baseline = Vec::new();
         for (kind, texts, order_by) in &kinds {
@@ -291,7 +293,7 @@ impl Selection {
                 asks.push(Ask {
                     query: query.clone(),
                     order_by: order_by.to_string(),
-                    matching: count(ctx.db, &customer_ids, Search::new(query)).await?,
+                    matching: count(ctx.db, &self.customer_ids, Search::new(query)).await?,
                 });
             }
             let mut samples = self.time(ctx, &asks).await?;
@@ -602,10 +604,6 @@ fn timing(sorted: &[f64]) -> Timing {
         p50_ms: percentile(sorted, 0.5),
         p99_ms: percentile(sorted, 0.99),
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    crate::watch::percentile(sorted, p)
 }
 
 impl SearchReport {
